@@ -1,0 +1,299 @@
+//! Wire types shared by the eBPF programs and userspace.
+//!
+//! Every record in the ring buffer starts with an [`EventHeader`]; its `kind`
+//! says which record follows. All types are `#[repr(C)]` with explicit padding
+//! and a size assertion, so both sides agree byte for byte without any
+//! compiler-dependent layout. Kinds are decoded with `TryFrom`, never transmuted.
+#![no_std]
+
+/// Length of `task_struct::comm` (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+
+/// Name of the ring buffer map in the eBPF object.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the per-CPU counter array of events that could not be delivered.
+pub const LOST_MAP: &str = "LOST";
+/// Name of the global holding the kernel layout ([`KernelLayout`]).
+pub const LAYOUT_GLOBAL: &str = "LAYOUT";
+/// Default ring buffer size in bytes (power of two, multiple of the page size).
+pub const DEFAULT_RING_BYTES: u32 = 4 * 1024 * 1024;
+
+/// Indices in the `LOST` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostReason {
+    /// `bpf_ringbuf_reserve` failed: the ring buffer was full.
+    RingFull = 0,
+    /// The per-thread wait-argument map was full: a wait return could not be matched.
+    WaitMapFull = 1,
+}
+/// Number of slots in the `LOST` array.
+pub const LOST_SLOTS: u32 = 2;
+
+/// What kind of record follows the header.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A new process (not a thread) was created.
+    Fork = 1,
+    /// The last thread of a process exited: the process is now a zombie or auto-reaped.
+    Exit = 2,
+    /// A process executed a new program (its comm changed).
+    Exec = 3,
+    /// A wait4/waitid call returned.
+    Wait = 4,
+}
+
+/// A value that is not a known [`EventKind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownKind(pub u32);
+
+impl TryFrom<u32> for EventKind {
+    type Error = UnknownKind;
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        match value {
+            1 => Ok(Self::Fork),
+            2 => Ok(Self::Exit),
+            3 => Ok(Self::Exec),
+            4 => Ok(Self::Wait),
+            other => Err(UnknownKind(other)),
+        }
+    }
+}
+
+/// Common header of every ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// An [`EventKind`] as u32.
+    pub kind: u32,
+    /// Thread id of the task that emitted the event (the current task).
+    pub tid: u32,
+    /// CLOCK_BOOTTIME in nanoseconds when the event happened.
+    pub timestamp_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
+
+/// Identity of a process: its tgid and the boot-time start of its thread
+/// group leader. A PID alone is never an identity: PIDs are reused.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProcessId {
+    /// Thread group id in the initial PID namespace.
+    pub tgid: u32,
+    pub _pad: u32,
+    /// `task_struct::start_boottime` of the leader, nanoseconds.
+    pub start_boottime_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<ProcessId>() == 16);
+
+/// A new process was created (`sched_process_fork`, threads filtered out).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child: ProcessId,
+    /// The process that must reap the child (`real_parent`'s thread group).
+    pub parent: ProcessId,
+    /// The child's PID as its parent sees it (the parent's PID namespace):
+    /// what wait4/waitid return to the parent.
+    pub child_vpid: u32,
+    pub _pad: u32,
+    /// The child's comm at fork time (inherited from the forking task).
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
+
+/// Flags of an [`ExitEvent`].
+pub mod exit_flags {
+    /// The parent ignores SIGCHLD or set SA_NOCLDWAIT: the kernel reaps the
+    /// child itself at exit; it never becomes a waitable zombie.
+    pub const AUTOREAP: u32 = 1 << 0;
+    /// The process is traced: its tracer is notified first.
+    pub const PTRACED: u32 = 1 << 1;
+    /// `adopter` is valid: who inherits this process's children.
+    pub const HAS_ADOPTER: u32 = 1 << 2;
+    /// The adopter ignores SIGCHLD or set SA_NOCLDWAIT: zombies it inherits
+    /// are released at once.
+    pub const ADOPTER_AUTOREAPS: u32 = 1 << 3;
+    /// The exiting process is the init of its PID namespace: the kernel kills
+    /// and reaps everything in the namespace itself.
+    pub const NS_INIT: u32 = 1 << 4;
+    /// The process had set PR_SET_CHILD_SUBREAPER.
+    pub const SUBREAPER: u32 = 1 << 5;
+    /// `exit_signal` is not SIGCHLD.
+    pub const NON_SIGCHLD_EXIT_SIGNAL: u32 = 1 << 6;
+}
+
+/// The whole thread group of a process has exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    pub process: ProcessId,
+    /// `real_parent` at exit: who must reap it.
+    pub parent: ProcessId,
+    /// Where this process's own children go (valid with `HAS_ADOPTER`).
+    pub adopter: ProcessId,
+    /// The process's PID as its parent sees it.
+    pub vpid: u32,
+    /// `task_struct::exit_code` of the last thread (wait status encoding).
+    pub exit_code: u32,
+    /// [`exit_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 96);
+
+/// A process executed a new program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub process: ProcessId,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 48);
+
+/// Which wait syscall returned.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitSyscall {
+    Wait4 = 1,
+    Waitid = 2,
+}
+
+impl TryFrom<u32> for WaitSyscall {
+    type Error = UnknownKind;
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        match value {
+            1 => Ok(Self::Wait4),
+            2 => Ok(Self::Waitid),
+            other => Err(UnknownKind(other)),
+        }
+    }
+}
+
+/// Flags of a [`WaitEvent`].
+pub mod wait_flags {
+    /// The user-memory result (wait status or siginfo) was read.
+    pub const RESULT_READ: u32 = 1 << 0;
+    /// The matching syscall entry was seen (arguments are valid).
+    pub const ENTRY_SEEN: u32 = 1 << 1;
+}
+
+/// A wait4 or waitid call returned.
+///
+/// For wait4, `ret` is the reported child's PID in the waiter's namespace.
+/// For waitid, `ret` is 0 on success and the child is `si_pid`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WaitEvent {
+    pub header: EventHeader,
+    pub waiter: ProcessId,
+    /// A [`WaitSyscall`] as u32.
+    pub syscall: u32,
+    /// `options` argument (WNOHANG, WNOWAIT, WEXITED, ...).
+    pub options: u32,
+    /// wait4: the `pid` argument. waitid: the `id` argument.
+    pub target: i32,
+    /// waitid: `idtype` (P_ALL, P_PID, P_PGID, P_PIDFD). wait4: 0.
+    pub idtype: u32,
+    /// Syscall return value (negative errno on failure).
+    pub ret: i64,
+    /// The reported child's PID in the waiter's namespace (0 if none).
+    pub child_vpid: i32,
+    /// waitid: `si_code` (CLD_EXITED, ...). wait4: the wait status.
+    pub status: i32,
+    /// [`wait_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+    /// CLOCK_BOOTTIME when the call entered the kernel.
+    pub entry_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<WaitEvent>() == 80);
+
+/// Largest record in the ring buffer.
+pub const MAX_EVENT_SIZE: usize = core::mem::size_of::<ExitEvent>();
+
+/// Arguments of a wait call saved at syscall entry, keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WaitEntry {
+    pub entry_ns: u64,
+    /// wait4: `stat_addr`. waitid: `infop`.
+    pub user_result: u64,
+    pub syscall: u32,
+    pub options: u32,
+    pub target: i32,
+    pub idtype: u32,
+}
+const _: () = assert!(core::mem::size_of::<WaitEntry>() == 32);
+
+/// Offsets of kernel structure fields and tracepoint record fields, read by
+/// userspace from BTF and tracefs at start-up and written into the eBPF
+/// object as a global before loading. Nothing about the kernel's layout is
+/// compiled into the programs.
+///
+/// Bitfields are given as the byte offset of the 32-bit word that holds them
+/// and the bit within that word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    // struct task_struct
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    pub task_exit_code: u32,
+    pub task_exit_signal: u32,
+    pub task_ptrace: u32,
+    pub task_signal: u32,
+    pub task_sighand: u32,
+    pub task_thread_pid: u32,
+    pub task_comm: u32,
+    // struct signal_struct
+    pub signal_live: u32,
+    pub signal_subreaper_word: u32,
+    pub signal_is_child_subreaper_bit: u32,
+    pub signal_has_child_subreaper_bit: u32,
+    // struct sighand_struct / k_sigaction / sigaction
+    pub sighand_action: u32,
+    pub k_sigaction_size: u32,
+    pub sigaction_handler: u32,
+    pub sigaction_flags: u32,
+    // struct pid / upid / pid_namespace
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub upid_ns: u32,
+    pub pid_ns_child_reaper: u32,
+    /// 1 when the `sched_process_exit` raw tracepoint passes `group_dead` as
+    /// its second argument (recent kernels); otherwise the programs read
+    /// `signal->live`.
+    pub exit_has_group_dead_arg: u32,
+    // tracepoint records: syscalls/sys_enter_wait4
+    pub wait4_upid: u32,
+    pub wait4_stat_addr: u32,
+    pub wait4_options: u32,
+    // syscalls/sys_enter_waitid
+    pub waitid_which: u32,
+    pub waitid_upid: u32,
+    pub waitid_infop: u32,
+    pub waitid_options: u32,
+    // syscalls/sys_exit_{wait4,waitid}
+    pub sys_exit_ret: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 36 * 4);
+
+// Safety: every type below is `#[repr(C)]`, made only of integers and byte
+// arrays, with all padding explicit, so any bit pattern is valid.
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::WaitEntry {}
+}
