@@ -1,1 +1,310 @@
-fn main() {}
+//! Project tasks: `cargo xtask <setup|build|run|test|lint>`.
+
+mod cmd;
+mod setup;
+
+use std::{ffi::OsString, os::unix::process::ExitStatusExt as _, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+
+use crate::cmd::{capture, cmd, find_in_path, run, status};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "zombie-trace project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the eBPF build needs (nightly, rust-src, bpf-linker); idempotent.
+    Setup,
+    /// Setup, then build zombie-trace (and its eBPF programs).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, build, then run zombie-trace (under sudo if not root).
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for zombie-trace, after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Setup, build, then run the unit tests and the privileged scenario tests.
+    Test {
+        /// Extra arguments for the scenario tests' `cargo test`, after `--`
+        /// (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// rustfmt check and clippy (-D warnings) on every crate, eBPF included.
+    Lint,
+}
+
+/// The cargo workspace xtask works on, from `cargo metadata`.
+pub struct Workspace {
+    pub root: PathBuf,
+    pub target_dir: PathBuf,
+}
+
+impl Workspace {
+    fn load() -> Result<Self> {
+        let json = capture(
+            &mut cmd("cargo", ["metadata", "--format-version", "1", "--no-deps"]),
+            "run xtask from inside the zombie-trace workspace",
+        )?;
+        let meta: serde_json::Value =
+            serde_json::from_str(&json).context("parsing `cargo metadata` output")?;
+        let path = |key: &str| {
+            meta.get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(PathBuf::from)
+                .ok_or_else(|| anyhow!("`cargo metadata` output has no {key:?}"))
+        };
+        Ok(Self {
+            root: path("workspace_root")?,
+            target_dir: path("target_directory")?,
+        })
+    }
+
+    /// `cargo <args>` run in the workspace root.
+    fn cargo<const N: usize>(&self, args: [&str; N]) -> std::process::Command {
+        let mut cargo = cmd("cargo", args);
+        cargo.current_dir(&self.root);
+        cargo
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.task) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(task: Task) -> Result<ExitCode> {
+    let ws = Workspace::load()?;
+    match task {
+        Task::Setup => setup::setup(&ws)?,
+        Task::Build { release } => {
+            setup::setup(&ws)?;
+            build(&ws, release)?;
+        }
+        Task::Run { release, args } => {
+            setup::setup(&ws)?;
+            build(&ws, release)?;
+            return run_tracer(&ws, release, &args);
+        }
+        Task::Test { args } => test(&ws, &args)?,
+        Task::Lint => lint(&ws)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build(ws: &Workspace, release: bool) -> Result<()> {
+    let mut build = ws.cargo(["build", "-p", "zombie-trace"]);
+    if release {
+        build.arg("--release");
+    }
+    run(
+        &mut build,
+        "fix the compile error above; if the eBPF build failed, rerun `cargo xtask setup`",
+    )
+}
+
+fn run_tracer(ws: &Workspace, release: bool, args: &[OsString]) -> Result<ExitCode> {
+    let profile = if release { "release" } else { "debug" };
+    let bin = ws.target_dir.join(profile).join("zombie-trace");
+    let mut tracer = if !is_root() && find_in_path("sudo").is_some() {
+        eprintln!("not root: running zombie-trace under sudo (it needs BPF privileges)");
+        let mut sudo = cmd("sudo", ["-E"]);
+        sudo.arg(&bin);
+        sudo
+    } else {
+        std::process::Command::new(&bin)
+    };
+    tracer.args(args);
+    let status = status(&mut tracer)?;
+    // Forward the exit code; a signal becomes 128+N as in a shell.
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(1);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn banner(title: &str) {
+    eprintln!("\n==== xtask: {title} ====");
+}
+
+/// Runs every phase even if an earlier one failed, then fails naming the
+/// phases that did.
+#[derive(Default)]
+struct Phases {
+    failed: Vec<&'static str>,
+}
+
+impl Phases {
+    fn run(&mut self, name: &'static str, phase: impl FnOnce() -> Result<()>) {
+        banner(name);
+        if let Err(err) = phase() {
+            eprintln!("xtask: {name}: {err:#}");
+            self.failed.push(name);
+        }
+    }
+
+    fn finish(self, task: &str) -> Result<()> {
+        if self.failed.is_empty() {
+            eprintln!("\n{task}: ok");
+            Ok(())
+        } else {
+            bail!("{task} failed in: {}", self.failed.join(", "))
+        }
+    }
+}
+
+fn test(ws: &Workspace, args: &[String]) -> Result<()> {
+    banner("setup");
+    setup::setup(ws)?;
+    banner("build zombie-trace and the scenario workloads");
+    run(
+        &mut ws.cargo([
+            "build",
+            "-p",
+            "zombie-trace",
+            "-p",
+            "zombie-trace-tests",
+            "--bins",
+        ]),
+        "fix the compile error above; if the eBPF build failed, rerun `cargo xtask setup`",
+    )?;
+    let mut phases = Phases::default();
+    phases.run("unit tests", || {
+        run(
+            &mut ws.cargo([
+                "test",
+                "-p",
+                "zombie-trace-common",
+                "-p",
+                "zombie-trace",
+                "-p",
+                "xtask",
+            ]),
+            "see the failing tests above",
+        )
+    });
+    phases.run("privileged scenario tests (one thread)", || {
+        let mut scenario = ws.cargo(["test", "-p", "zombie-trace-tests", "--"]);
+        scenario.arg("--test-threads=1").args(args);
+        run(
+            &mut scenario,
+            "see the failing tests above; they need root (BPF, tracefs)",
+        )
+    });
+    phases.finish("test")
+}
+
+fn lint(ws: &Workspace) -> Result<()> {
+    // Clippy runs zombie-trace's build script, which builds the eBPF programs.
+    banner("setup");
+    setup::setup(ws)?;
+    setup::ensure_nightly_component("clippy")?;
+    let mut phases = Phases::default();
+    phases.run("rustfmt", || {
+        run(
+            &mut ws.cargo(["fmt", "--all", "--", "--check"]),
+            "run `cargo fmt --all`",
+        )
+    });
+    phases.run("clippy (host crates)", || {
+        run(
+            &mut ws.cargo([
+                "clippy",
+                "-p",
+                "zombie-trace-common",
+                "-p",
+                "zombie-trace",
+                "-p",
+                "xtask",
+                "-p",
+                "zombie-trace-tests",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+            "fix the clippy findings above",
+        )
+    });
+    phases.run("clippy (eBPF crate, nightly)", || {
+        // `rustup run nightly` so that the nightly toolchain is used and
+        // bpf-linker (linked to nightly's libLLVM) finds its library.
+        let mut clippy = cmd(
+            "rustup",
+            [
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "-p",
+                "zombie-trace-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--release",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        );
+        clippy.current_dir(&ws.root);
+        run(&mut clippy, "fix the clippy findings above")
+    });
+    phases.finish("lint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_passes_args_after_double_dash() -> Result<()> {
+        let cli = Cli::try_parse_from(["xtask", "run", "--release", "--", "--pid", "1"])?;
+        let Task::Run { release, args } = cli.task else {
+            bail!("parsed as another task");
+        };
+        assert!(release);
+        assert_eq!(args, ["--pid", "1"]);
+        Ok(())
+    }
+
+    #[test]
+    fn test_passes_filter_after_double_dash() -> Result<()> {
+        let cli = Cli::try_parse_from(["xtask", "test", "--", "reaps_children"])?;
+        let Task::Test { args } = cli.task else {
+            bail!("parsed as another task");
+        };
+        assert_eq!(args, ["reaps_children"]);
+        Ok(())
+    }
+}

@@ -239,7 +239,7 @@ const _: () = assert!(core::mem::size_of::<WaitEntry>() == 32);
 /// Bitfields are given as the byte offset of the 32-bit word that holds them
 /// and the bit within that word.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelLayout {
     // struct task_struct
     pub task_pid: u32,
@@ -286,9 +286,55 @@ pub struct KernelLayout {
     pub waitid_options: u32,
     // syscalls/sys_exit_{wait4,waitid}
     pub sys_exit_ret: u32,
-    pub _pad: u32,
+    /// Always [`KernelLayout::MARKER`]. Keeps the eBPF-side initializer
+    /// non-zero so the global lands in `.rodata` (patchable and, once frozen,
+    /// constant to the verifier) rather than `.bss`.
+    pub marker: u32,
 }
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 36 * 4);
+
+impl KernelLayout {
+    pub const MARKER: u32 = 0x5a54_4c59;
+    /// All offsets zero: what the eBPF object holds until userspace patches it.
+    pub const UNSET: Self = Self {
+        task_pid: 0,
+        task_tgid: 0,
+        task_real_parent: 0,
+        task_group_leader: 0,
+        task_start_boottime: 0,
+        task_exit_code: 0,
+        task_exit_signal: 0,
+        task_ptrace: 0,
+        task_signal: 0,
+        task_sighand: 0,
+        task_thread_pid: 0,
+        task_comm: 0,
+        signal_live: 0,
+        signal_subreaper_word: 0,
+        signal_is_child_subreaper_bit: 0,
+        signal_has_child_subreaper_bit: 0,
+        sighand_action: 0,
+        k_sigaction_size: 0,
+        sigaction_handler: 0,
+        sigaction_flags: 0,
+        pid_level: 0,
+        pid_numbers: 0,
+        upid_size: 0,
+        upid_nr: 0,
+        upid_ns: 0,
+        pid_ns_child_reaper: 0,
+        exit_has_group_dead_arg: 0,
+        wait4_upid: 0,
+        wait4_stat_addr: 0,
+        wait4_options: 0,
+        waitid_which: 0,
+        waitid_upid: 0,
+        waitid_infop: 0,
+        waitid_options: 0,
+        sys_exit_ret: 0,
+        marker: Self::MARKER,
+    };
+}
 
 // Safety: every type below is `#[repr(C)]`, made only of integers and byte
 // arrays, with all padding explicit, so any bit pattern is valid.

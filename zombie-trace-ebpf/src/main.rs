@@ -1,5 +1,456 @@
+//! zombie-trace eBPF programs: process creation, whole-process exit and wait
+//! returns, streamed to userspace through one ring buffer.
+//!
+//! Nothing about the kernel's structure layout is compiled in: every offset
+//! comes from the `LAYOUT` global that userspace fills from BTF and tracefs
+//! before loading (the map is frozen, so the verifier sees constants).
+//!
+//! Each program reserves its ring buffer record first: when the buffer is
+//! full it counts the loss and returns before doing any other work.
 #![no_std]
 #![no_main]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::bpf_ktime_get_boot_ns,
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use zombie_trace_common::{
+    COMM_LEN, DEFAULT_RING_BYTES, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent,
+    KernelLayout, LOST_SLOTS, LostReason, ProcessId, WaitEntry, WaitEvent, WaitSyscall, exit_flags,
+    wait_flags,
+};
+
+#[unsafe(no_mangle)]
+static LAYOUT: KernelLayout = KernelLayout::UNSET;
+
+/// Resized by userspace (`--ring-bytes`) before loading.
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Events that could not be delivered, per [`LostReason`].
+#[map(name = "LOST")]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+
+/// Wait arguments saved at syscall entry until the matching exit, by thread id.
+/// LRU so that a thread that never returns cannot leak an entry forever.
+#[map(name = "WAIT_ENTRIES")]
+static WAIT_ENTRIES: LruHashMap<u32, WaitEntry> = LruHashMap::with_max_entries(16384, 0);
+
+const SIGCHLD: u64 = 17;
+const SIG_IGN: u64 = 1;
+const SA_NOCLDWAIT: u64 = 2;
+/// MAX_PID_NS_LEVEL: bound of the ancestor walk looking for a subreaper.
+const MAX_ANCESTORS: u32 = 32;
+
+/// Reads one field of the layout. Volatile so that the compiler does not fold
+/// the zero initializer; the verifier folds the frozen value instead.
+macro_rules! layout {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&LAYOUT.$field) } as usize
+    };
+}
+
+type Task = *const u8;
+
+#[inline(always)]
+fn read<T>(base: *const u8, offset: usize) -> Result<T, u32> {
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset) as *const T) }.map_err(|_| 0u32)
+}
+
+#[inline(always)]
+fn count_lost(reason: LostReason) {
+    if let Some(slot) = LOST.get_ptr_mut(reason as u32) {
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn header(kind: EventKind) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        tid: bpf_get_current_pid_tgid() as u32,
+        timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
+    }
+}
+
+/// Identity of the process `task` belongs to (it may be a thread).
+#[inline(always)]
+fn process_id(task: Task) -> Result<ProcessId, u32> {
+    let leader: Task = read(task, layout!(task_group_leader))?;
+    Ok(ProcessId {
+        tgid: read(task, layout!(task_tgid))?,
+        _pad: 0,
+        start_boottime_ns: read(leader, layout!(task_start_boottime))?,
+    })
+}
+
+/// `task_pid(task)->level`: depth of the task's PID namespace.
+#[inline(always)]
+fn pid_level(task: Task) -> Result<u32, u32> {
+    let pid: *const u8 = read(task, layout!(task_thread_pid))?;
+    read(pid, layout!(pid_level))
+}
+
+/// The task's PID as seen from PID namespace depth `level`.
+#[inline(always)]
+fn pid_nr_at(task: Task, level: u32) -> Result<u32, u32> {
+    let pid: *const u8 = read(task, layout!(task_thread_pid))?;
+    let upid = layout!(pid_numbers) + (level as usize) * layout!(upid_size);
+    read(pid, upid + layout!(upid_nr))
+}
+
+/// The init (child_reaper) of the task's PID namespace.
+#[inline(always)]
+fn ns_child_reaper(task: Task) -> Result<Task, u32> {
+    let pid: *const u8 = read(task, layout!(task_thread_pid))?;
+    let level: u32 = read(pid, layout!(pid_level))?;
+    let upid = layout!(pid_numbers) + (level as usize) * layout!(upid_size);
+    let ns: *const u8 = read(pid, upid + layout!(upid_ns))?;
+    read(ns, layout!(pid_ns_child_reaper))
+}
+
+/// Bit `bit` of the signal_struct word that holds the subreaper bitfields.
+#[inline(always)]
+fn signal_bit(task: Task, bit: usize) -> Result<bool, u32> {
+    let signal: *const u8 = read(task, layout!(task_signal))?;
+    let word: u32 = read(signal, layout!(signal_subreaper_word))?;
+    Ok(word & (1u32 << (bit & 31)) != 0)
+}
+
+/// Whether the kernel reaps this task's exited children itself: SIGCHLD is
+/// ignored or SA_NOCLDWAIT is set (do_notify_parent's autoreap rule).
+#[inline(always)]
+fn autoreaps_children(task: Task) -> Result<bool, u32> {
+    let sighand: *const u8 = read(task, layout!(task_sighand))?;
+    let action = layout!(sighand_action) + (SIGCHLD as usize - 1) * layout!(k_sigaction_size);
+    let handler: u64 = read(sighand, action + layout!(sigaction_handler))?;
+    let flags: u64 = read(sighand, action + layout!(sigaction_flags))?;
+    Ok(handler == SIG_IGN || flags & SA_NOCLDWAIT != 0)
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
+    match try_sched_process_fork(ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+fn try_sched_process_fork(ctx: RawTracePointContext) -> Result<u32, u32> {
+    let child: Task = ctx.arg::<u64>(1) as Task;
+    let pid: u32 = read(child, layout!(task_pid))?;
+    let tgid: u32 = read(child, layout!(task_tgid))?;
+    if pid != tgid {
+        return Ok(0); // a new thread, not a new process
+    }
+    let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
+        count_lost(LostReason::RingFull);
+        return Ok(0);
+    };
+    let filled = (|| -> Result<ForkEvent, u32> {
+        // The parent that must reap is real_parent's process, which differs
+        // from the forking task with CLONE_PARENT.
+        let parent: Task = read(child, layout!(task_real_parent))?;
+        Ok(ForkEvent {
+            header: header(EventKind::Fork),
+            child: ProcessId {
+                tgid,
+                _pad: 0,
+                start_boottime_ns: read(child, layout!(task_start_boottime))?,
+            },
+            parent: process_id(parent)?,
+            child_vpid: pid_nr_at(child, pid_level(parent)?)?,
+            _pad: 0,
+            comm: read::<[u8; COMM_LEN]>(child, layout!(task_comm))?,
+        })
+    })();
+    match filled {
+        Ok(event) => {
+            entry.write(event);
+            entry.submit(0);
+        }
+        Err(_) => entry.discard(0),
+    }
+    Ok(0)
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
+    match try_sched_process_exit(ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+fn try_sched_process_exit(ctx: RawTracePointContext) -> Result<u32, u32> {
+    let task: Task = ctx.arg::<u64>(0) as Task;
+    let group_dead = if layout!(exit_has_group_dead_arg) != 0 {
+        ctx.arg::<u64>(1) & 0xff != 0
+    } else {
+        // do_exit() decrements signal->live before this tracepoint.
+        let signal: *const u8 = read(task, layout!(task_signal))?;
+        read::<i32>(signal, layout!(signal_live))? == 0
+    };
+    if !group_dead {
+        return Ok(0); // a thread exited, the process lives on
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        count_lost(LostReason::RingFull);
+        return Ok(0);
+    };
+    match exit_event(task) {
+        Ok(event) => {
+            entry.write(event);
+            entry.submit(0);
+        }
+        Err(_) => entry.discard(0),
+    }
+    Ok(0)
+}
+
+fn exit_event(task: Task) -> Result<ExitEvent, u32> {
+    let leader: Task = read(task, layout!(task_group_leader))?;
+    let parent: Task = read(leader, layout!(task_real_parent))?;
+    let mut flags = 0;
+    let exit_signal: i32 = read(leader, layout!(task_exit_signal))?;
+    if exit_signal as u64 != SIGCHLD {
+        flags |= exit_flags::NON_SIGCHLD_EXIT_SIGNAL;
+    }
+    let ptrace: u32 = read(leader, layout!(task_ptrace))?;
+    if ptrace != 0 {
+        flags |= exit_flags::PTRACED;
+    } else if exit_signal as u64 == SIGCHLD && autoreaps_children(parent)? {
+        flags |= exit_flags::AUTOREAP;
+    }
+    if signal_bit(leader, layout!(signal_is_child_subreaper_bit))? {
+        flags |= exit_flags::SUBREAPER;
+    }
+
+    // Who inherits this process's children: find_new_reaper()'s rule. The
+    // nearest ancestor subreaper in the same PID namespace, else the
+    // namespace's init. When this process is that init, the kernel kills and
+    // reaps the whole namespace itself.
+    let tgid: u32 = read(task, layout!(task_tgid))?;
+    let ns_reaper = ns_child_reaper(leader)?;
+    let mut adopter = ProcessId::default();
+    if read::<u32>(ns_reaper, layout!(task_tgid))? == tgid {
+        flags |= exit_flags::NS_INIT;
+    } else {
+        let mut reaper = ns_reaper;
+        if signal_bit(leader, layout!(signal_has_child_subreaper_bit))? {
+            let level = pid_level(leader)?;
+            let mut ancestor = parent;
+            for _ in 0..MAX_ANCESTORS {
+                if pid_level(ancestor)? != level || read::<u32>(ancestor, layout!(task_pid))? == 0 {
+                    break;
+                }
+                if signal_bit(ancestor, layout!(signal_is_child_subreaper_bit))? {
+                    reaper = ancestor;
+                    break;
+                }
+                ancestor = read(ancestor, layout!(task_real_parent))?;
+            }
+        }
+        adopter = process_id(reaper)?;
+        flags |= exit_flags::HAS_ADOPTER;
+        if autoreaps_children(reaper)? {
+            flags |= exit_flags::ADOPTER_AUTOREAPS;
+        }
+    }
+
+    Ok(ExitEvent {
+        header: header(EventKind::Exit),
+        process: ProcessId {
+            tgid,
+            _pad: 0,
+            start_boottime_ns: read(leader, layout!(task_start_boottime))?,
+        },
+        parent: process_id(parent)?,
+        adopter,
+        vpid: pid_nr_at(leader, pid_level(parent)?)?,
+        exit_code: read(task, layout!(task_exit_code))?,
+        flags,
+        _pad: 0,
+        comm: read::<[u8; COMM_LEN]>(leader, layout!(task_comm))?,
+    })
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
+    match try_sched_process_exec(ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+fn try_sched_process_exec(ctx: RawTracePointContext) -> Result<u32, u32> {
+    let task: Task = ctx.arg::<u64>(0) as Task;
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_lost(LostReason::RingFull);
+        return Ok(0);
+    };
+    let filled = (|| -> Result<ExecEvent, u32> {
+        Ok(ExecEvent {
+            header: header(EventKind::Exec),
+            process: process_id(task)?,
+            comm: read::<[u8; COMM_LEN]>(task, layout!(task_comm))?,
+        })
+    })();
+    match filled {
+        Ok(event) => {
+            entry.write(event);
+            entry.submit(0);
+        }
+        Err(_) => entry.discard(0),
+    }
+    Ok(0)
+}
+
+#[inline(always)]
+fn save_wait_entry(entry: WaitEntry) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if WAIT_ENTRIES.insert(&tid, &entry, 0).is_err() {
+        count_lost(LostReason::WaitMapFull);
+    }
+}
+
+#[inline(always)]
+fn field(ctx: &TracePointContext, offset: usize) -> Result<u64, u32> {
+    unsafe { ctx.read_at::<u64>(offset) }.map_err(|_| 0u32)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_wait4")]
+pub fn sys_enter_wait4(ctx: TracePointContext) -> u32 {
+    match try_sys_enter_wait4(ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+fn try_sys_enter_wait4(ctx: TracePointContext) -> Result<u32, u32> {
+    save_wait_entry(WaitEntry {
+        entry_ns: unsafe { bpf_ktime_get_boot_ns() },
+        user_result: field(&ctx, layout!(wait4_stat_addr))?,
+        syscall: WaitSyscall::Wait4 as u32,
+        options: field(&ctx, layout!(wait4_options))? as u32,
+        target: field(&ctx, layout!(wait4_upid))? as i32,
+        idtype: 0,
+    });
+    Ok(0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_waitid")]
+pub fn sys_enter_waitid(ctx: TracePointContext) -> u32 {
+    match try_sys_enter_waitid(ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+fn try_sys_enter_waitid(ctx: TracePointContext) -> Result<u32, u32> {
+    save_wait_entry(WaitEntry {
+        entry_ns: unsafe { bpf_ktime_get_boot_ns() },
+        user_result: field(&ctx, layout!(waitid_infop))?,
+        syscall: WaitSyscall::Waitid as u32,
+        options: field(&ctx, layout!(waitid_options))? as u32,
+        target: field(&ctx, layout!(waitid_upid))? as i32,
+        idtype: field(&ctx, layout!(waitid_which))? as u32,
+    });
+    Ok(0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_wait4")]
+pub fn sys_exit_wait4(ctx: TracePointContext) -> u32 {
+    match try_sys_exit_wait(ctx, WaitSyscall::Wait4) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_waitid")]
+pub fn sys_exit_waitid(ctx: TracePointContext) -> u32 {
+    match try_sys_exit_wait(ctx, WaitSyscall::Waitid) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+/// Offsets in the UAPI `siginfo_t` for SIGCHLD (64-bit): si_code, si_pid.
+const SI_CODE: usize = 8;
+const SI_PID: usize = 16;
+
+fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32, u32> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let saved = unsafe { WAIT_ENTRIES.get(&tid) }.copied();
+    if saved.is_some() {
+        let _ = WAIT_ENTRIES.remove(&tid);
+    }
+    let ret = field(&ctx, layout!(sys_exit_ret))? as i64;
+    let Some(mut entry) = EVENTS.reserve::<WaitEvent>(0) else {
+        count_lost(LostReason::RingFull);
+        return Ok(0);
+    };
+    let mut flags = 0;
+    let mut child_vpid = 0i32;
+    let mut status = 0i32;
+    let saved = match saved {
+        Some(saved) if saved.syscall == syscall as u32 => {
+            flags |= wait_flags::ENTRY_SEEN;
+            saved
+        }
+        _ => WaitEntry::default(),
+    };
+    let user = saved.user_result as *const u8;
+    match syscall {
+        WaitSyscall::Wait4 => {
+            if ret > 0 {
+                child_vpid = ret as i32;
+                if !user.is_null()
+                    && let Ok(value) = unsafe { bpf_probe_read_user(user as *const i32) }
+                {
+                    status = value;
+                    flags |= wait_flags::RESULT_READ;
+                }
+            }
+        }
+        WaitSyscall::Waitid => {
+            if ret == 0
+                && !user.is_null()
+                && let (Ok(code), Ok(pid)) = unsafe {
+                    (
+                        bpf_probe_read_user(user.wrapping_add(SI_CODE) as *const i32),
+                        bpf_probe_read_user(user.wrapping_add(SI_PID) as *const i32),
+                    )
+                }
+            {
+                status = code;
+                child_vpid = pid;
+                flags |= wait_flags::RESULT_READ;
+            }
+        }
+    }
+    let waiter = match process_id(unsafe { bpf_get_current_task() } as Task) {
+        Ok(waiter) => waiter,
+        Err(err) => {
+            entry.discard(0);
+            return Err(err);
+        }
+    };
+    entry.write(WaitEvent {
+        header: header(EventKind::Wait),
+        waiter,
+        syscall: syscall as u32,
+        options: saved.options,
+        target: saved.target,
+        idtype: saved.idtype,
+        ret,
+        child_vpid,
+        status,
+        flags,
+        _pad: 0,
+        entry_ns: saved.entry_ns,
+    });
+    entry.submit(0);
+    Ok(0)
+}
 
 #[cfg(not(test))]
 #[panic_handler]

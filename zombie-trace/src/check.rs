@@ -1,1 +1,1173 @@
-//! placeholder
+//! `zombie-trace check`: can this host run `zombie-trace watch`?
+//!
+//! Each check reports what it found and, when something needs doing, the
+//! concrete fix. A check is [`Status::Missing`] only when it determined that a
+//! requirement is really absent; when it could not tell (no permission, file
+//! not there for another reason) it is a [`Status::Warn`].
+//!
+//! The checks are pure functions of what was read from the system, so that
+//! every branch can be tested; [`run_checks`] gathers the inputs.
+
+use std::ffi::CStr;
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::procfs;
+
+/// `CAP_SYS_ADMIN`: before Linux 5.8 the only capability that allows BPF; still
+/// implies `CAP_BPF` and `CAP_PERFMON`.
+pub const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_PERFMON` (Linux 5.8+): attaching to tracepoints, reading kernel memory from BPF.
+pub const CAP_PERFMON: u32 = 38;
+/// `CAP_BPF` (Linux 5.8+): loading BPF programs and creating maps.
+pub const CAP_BPF: u32 = 39;
+
+/// The oldest kernel with the BPF ring buffer (`BPF_MAP_TYPE_RINGBUF`).
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
+/// Where zombie-trace mounts tracefs when it is not mounted.
+pub const TRACEFS_DEFAULT: &str = "/sys/kernel/tracing";
+
+/// Kernel BTF, needed to know the layout of kernel structures.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The syscall tracepoints `zombie-trace watch` attaches to.
+pub const WAIT_TRACEPOINTS: [&str; 4] = [
+    "sys_enter_wait4",
+    "sys_exit_wait4",
+    "sys_enter_waitid",
+    "sys_exit_waitid",
+];
+
+/// The largest `kernel.pid_max` on 64-bit kernels (`PID_MAX_LIMIT`).
+const PID_MAX_LIMIT: u32 = 4_194_304;
+
+/// Outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Present, or informational.
+    Ok,
+    /// Could not be determined, or works but deserves attention.
+    Warn,
+    /// Determined to be absent: `zombie-trace watch` will not work until fixed.
+    Missing,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Missing => "MISSING",
+        }
+    }
+}
+
+/// One line of `zombie-trace check` (and one object of `--json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Short, stable identifier (`privileges`, `kernel-version`, ...).
+    pub name: &'static str,
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do about it, when something needs doing.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn new(name: &'static str, status: Status, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            status,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+/// Runs every check against this host.
+pub fn run_checks() -> Vec<Check> {
+    let privileges = Privileges::current();
+    let release = kernel_release();
+    let mounts = std::fs::read_to_string("/proc/mounts").ok();
+    let filesystems = std::fs::read_to_string("/proc/filesystems").ok();
+    let tracefs = mounts.as_deref().and_then(preferred_tracefs_mount);
+
+    let tracepoints = match &tracefs {
+        Some(mount) => TracepointScan::look(&mount.join("events/syscalls")),
+        None => TracepointScan::NotMounted,
+    };
+
+    let pids = PidUsage::current();
+
+    vec![
+        privileges_check(&privileges),
+        kernel_check(release.as_deref()),
+        btf_check(Path::new(VMLINUX_BTF)),
+        tracefs_check(
+            tracefs.as_deref(),
+            mounts.is_some(),
+            filesystems.as_deref(),
+            privileges.can_mount(),
+        ),
+        tracepoints_check(&tracepoints, privileges.can_mount()),
+        unprivileged_bpf_check(
+            read_sysctl("/proc/sys/kernel/unprivileged_bpf_disabled"),
+            privileges.can_load_bpf(),
+        ),
+        pids_check(&pids),
+        bpf_stats_check(read_sysctl("/proc/sys/kernel/bpf_stats_enabled")),
+    ]
+}
+
+/// Renders checks as aligned text, each fix on its own line, and a verdict.
+pub fn render_text(checks: &[Check]) -> String {
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for check in checks {
+        let _ = writeln!(
+            out,
+            "{:<7}  {:<width$}  {}",
+            check.status.label(),
+            check.name,
+            check.detail,
+        );
+        if let Some(fix) = &check.fix {
+            let _ = writeln!(out, "{:<7}  {:<width$}  fix: {fix}", "", "");
+        }
+    }
+    let missing = count(checks, Status::Missing);
+    let warnings = count(checks, Status::Warn);
+    let verdict = match (missing, warnings) {
+        (0, 0) => "everything `zombie-trace watch` needs is present".to_owned(),
+        (0, w) => format!(
+            "nothing is missing, but see the {w} warning{} above",
+            plural(w)
+        ),
+        (m, _) => format!(
+            "{m} requirement{} missing: `zombie-trace watch` will not work until fixed \
+             (`zombie-trace snapshot` reads /proc only and works anyway)",
+            plural(m)
+        ),
+    };
+    let _ = writeln!(out, "\n{verdict}");
+    out
+}
+
+/// The most severe status among `checks` (`Ok` for none): for the exit code.
+pub fn worst_status(checks: &[Check]) -> Status {
+    checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok)
+}
+
+fn count(checks: &[Check], status: Status) -> usize {
+    checks.iter().filter(|c| c.status == status).count()
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// One clear line when this process cannot load zombie-trace's eBPF programs,
+/// for `zombie-trace watch` to print before trying; `None` when it can (as far
+/// as can be told without trying).
+pub fn privilege_problem() -> Option<String> {
+    privilege_problem_for(&Privileges::current())
+}
+
+fn privilege_problem_for(p: &Privileges) -> Option<String> {
+    if p.in_child_user_namespace {
+        return Some(
+            "zombie-trace watch cannot load eBPF programs inside a user namespace \
+             (rootless container): run `sudo zombie-trace watch` on the host, or use \
+             `zombie-trace snapshot`, which reads /proc only and needs no privileges."
+                .to_owned(),
+        );
+    }
+    let can_load = match p.cap_eff {
+        Some(caps) => can_load_bpf(caps),
+        None => p.euid == 0,
+    };
+    if can_load {
+        None
+    } else {
+        Some(
+            "zombie-trace watch needs root (or CAP_BPF and CAP_PERFMON) to load its eBPF \
+             programs: run `sudo zombie-trace watch`, or use `zombie-trace snapshot`, \
+             which reads /proc only and needs no privileges."
+                .to_owned(),
+        )
+    }
+}
+
+/// The `CapEff` (effective capabilities) mask from `/proc/<pid>/status` content.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+/// Whether capability number `cap` is in mask `caps`.
+pub fn has_cap(caps: u64, cap: u32) -> bool {
+    cap < 64 && caps & (1u64 << cap) != 0
+}
+
+/// Whether capabilities `caps` allow loading and attaching tracing programs:
+/// `CAP_BPF` and `CAP_PERFMON`, each of which `CAP_SYS_ADMIN` implies.
+pub fn can_load_bpf(caps: u64) -> bool {
+    let admin = has_cap(caps, CAP_SYS_ADMIN);
+    admin || (has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON))
+}
+
+/// What this process may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Privileges {
+    euid: u32,
+    /// `None` when `/proc/self/status` could not be read.
+    cap_eff: Option<u64>,
+    /// Definitely in a user namespace other than the initial one, whose
+    /// capabilities do not count for BPF.
+    in_child_user_namespace: bool,
+}
+
+impl Privileges {
+    fn current() -> Self {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        let cap_eff = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .as_deref()
+            .and_then(parse_cap_eff);
+        let in_child_user_namespace = std::fs::read_to_string("/proc/self/uid_map")
+            .map(|map| !is_identity_uid_map(&map))
+            .unwrap_or(false);
+        Self {
+            euid,
+            cap_eff,
+            in_child_user_namespace,
+        }
+    }
+
+    fn can_load_bpf(&self) -> bool {
+        privilege_problem_for(self).is_none()
+    }
+
+    /// Mounting tracefs needs CAP_SYS_ADMIN.
+    fn can_mount(&self) -> bool {
+        !self.in_child_user_namespace
+            && match self.cap_eff {
+                Some(caps) => has_cap(caps, CAP_SYS_ADMIN),
+                None => self.euid == 0,
+            }
+    }
+}
+
+/// The initial user namespace maps all 2^32 - 1 IDs onto themselves; any other
+/// map proves a child namespace (the converse does not hold, so `true` only
+/// means "could be the initial namespace").
+fn is_identity_uid_map(map: &str) -> bool {
+    let lines: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|f: &Vec<&str>| !f.is_empty())
+        .collect();
+    matches!(lines.as_slice(), [only] if only.as_slice() == ["0", "0", "4294967295"])
+}
+
+fn cap_list(caps: u64) -> String {
+    let names: Vec<&str> = [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+    ]
+    .iter()
+    .filter(|(cap, _)| has_cap(caps, *cap))
+    .map(|(_, name)| *name)
+    .collect();
+    if names.is_empty() {
+        "none of CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn privileges_check(p: &Privileges) -> Check {
+    const NAME: &str = "privileges";
+    const FIX: &str = "run with sudo: `sudo zombie-trace watch`";
+    let who = if p.euid == 0 {
+        "running as root (uid 0)".to_owned()
+    } else {
+        format!("running as uid {}", p.euid)
+    };
+    if p.in_child_user_namespace {
+        return Check::new(
+            NAME,
+            Status::Missing,
+            format!(
+                "{who} inside a user namespace (rootless container): capabilities \
+                 there do not allow loading BPF programs (zombie-trace uses no BPF token)"
+            ),
+        )
+        .fix("run zombie-trace on the host (or in a privileged container) with sudo");
+    }
+    match p.cap_eff {
+        Some(caps) if can_load_bpf(caps) => Check::new(
+            NAME,
+            Status::Ok,
+            format!("{who}; effective: {}", cap_list(caps)),
+        ),
+        Some(caps) => Check::new(
+            NAME,
+            Status::Missing,
+            format!(
+                "{who}; effective: {}; loading eBPF programs needs CAP_BPF and \
+                 CAP_PERFMON (or CAP_SYS_ADMIN)",
+                cap_list(caps)
+            ),
+        )
+        .fix(FIX),
+        None => Check::new(
+            NAME,
+            if p.euid == 0 {
+                Status::Warn
+            } else {
+                Status::Missing
+            },
+            format!("{who}; could not read CapEff from /proc/self/status"),
+        )
+        .fix(FIX),
+    }
+}
+
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> Option<String> {
+    // SAFETY: utsname is plain old data; all-zero is a valid value.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return None;
+    }
+    // SAFETY: uname NUL-terminates `release`, and the zeroed tail guarantees a NUL.
+    let release = unsafe { CStr::from_ptr(uts.release.as_ptr()) };
+    Some(release.to_string_lossy().into_owned())
+}
+
+/// `(major, minor, patch)` from a release such as `6.8.0-45-generic` or `5.10`.
+pub fn parse_kernel_release(release: &str) -> Option<(u32, u32, u32)> {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+    let major = numbers.next()?.parse().ok()?;
+    let minor = numbers.next()?.parse().ok()?;
+    // The patch level may be absent ("5.10-rc1" splits into "5", "10", "", "rc1"...).
+    let patch = numbers.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+fn kernel_check(release: Option<&str>) -> Check {
+    const NAME: &str = "kernel-version";
+    let Some(release) = release else {
+        return Check::new(
+            NAME,
+            Status::Warn,
+            "uname(2) failed: kernel version unknown",
+        );
+    };
+    match parse_kernel_release(release) {
+        Some((major, minor, _)) if (major, minor) >= MIN_KERNEL => Check::new(
+            NAME,
+            Status::Ok,
+            format!(
+                "Linux {release} (>= {}.{}: BPF ring buffer available)",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            ),
+        ),
+        Some(_) => Check::new(
+            NAME,
+            Status::Missing,
+            format!(
+                "Linux {release} is older than {}.{}, which introduced the BPF ring buffer",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            ),
+        )
+        .fix(format!(
+            "upgrade to Linux {}.{} or newer (use `zombie-trace snapshot` meanwhile)",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        )),
+        None => Check::new(
+            NAME,
+            Status::Warn,
+            format!("cannot parse kernel release {release:?}"),
+        ),
+    }
+}
+
+fn btf_check(path: &Path) -> Check {
+    const NAME: &str = "btf";
+    const FIX: &str = "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (the default of most \
+                       distributions' kernels since 2020)";
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let readable = std::fs::File::open(path).is_ok();
+            Check::new(
+                NAME,
+                Status::Ok,
+                format!(
+                    "{} present ({} KiB){}",
+                    path.display(),
+                    meta.len() / 1024,
+                    if readable {
+                        ""
+                    } else {
+                        "; not readable by this user, root can read it"
+                    }
+                ),
+            )
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Missing only if sysfs is there to have it.
+            let sysfs_up = path
+                .parent()
+                .and_then(Path::parent)
+                .is_some_and(|kernel| kernel.is_dir());
+            if sysfs_up {
+                Check::new(
+                    NAME,
+                    Status::Missing,
+                    format!(
+                        "{} does not exist: this kernel exposes no BTF",
+                        path.display()
+                    ),
+                )
+                .fix(FIX)
+            } else {
+                Check::new(
+                    NAME,
+                    Status::Warn,
+                    format!(
+                        "{} not found, and sysfs does not seem mounted at /sys",
+                        path.display()
+                    ),
+                )
+                .fix("mount sysfs: `sudo mount -t sysfs sysfs /sys`")
+            }
+        }
+        Err(e) => Check::new(
+            NAME,
+            Status::Warn,
+            format!("cannot check {}: {e}", path.display()),
+        )
+        .fix("run as root: `sudo zombie-trace check`"),
+    }
+}
+
+/// Undoes the octal escapes (`\040` for a space) of `/proc/mounts` fields.
+fn unescape_mount_field(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(octal) = bytes.get(i + 1..i + 4)
+            && octal.iter().all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = octal
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            if let Ok(byte) = u8::try_from(value) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mount points of tracefs, from `/proc/mounts` content, in mount order.
+pub fn tracefs_mounts(mounts: &str) -> Vec<PathBuf> {
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let _source = fields.next()?;
+            let target = fields.next()?;
+            let fstype = fields.next()?;
+            (fstype == "tracefs").then(|| PathBuf::from(unescape_mount_field(target)))
+        })
+        .collect()
+}
+
+/// The tracefs mount to use: `/sys/kernel/tracing` if mounted there, else the first.
+fn preferred_tracefs_mount(mounts: &str) -> Option<PathBuf> {
+    let all = tracefs_mounts(mounts);
+    all.iter()
+        .find(|m| m.as_os_str() == TRACEFS_DEFAULT)
+        .or_else(|| all.first())
+        .cloned()
+}
+
+fn tracefs_check(
+    mounted_at: Option<&Path>,
+    mounts_readable: bool,
+    filesystems: Option<&str>,
+    can_mount: bool,
+) -> Check {
+    const NAME: &str = "tracefs";
+    let mount_cmd = format!("sudo mount -t tracefs tracefs {TRACEFS_DEFAULT}");
+    if let Some(at) = mounted_at {
+        return Check::new(NAME, Status::Ok, format!("mounted at {}", at.display()));
+    }
+    if !mounts_readable {
+        return Check::new(
+            NAME,
+            Status::Warn,
+            "cannot read /proc/mounts to tell whether tracefs is mounted",
+        );
+    }
+    let supported = filesystems.map(|fs| {
+        fs.lines()
+            .any(|line| line.split_whitespace().last() == Some("tracefs"))
+    });
+    match (supported, can_mount) {
+        (Some(false), _) => Check::new(
+            NAME,
+            Status::Missing,
+            "not mounted, and the kernel does not support it (no tracefs in /proc/filesystems)",
+        )
+        .fix("use a kernel built with CONFIG_FTRACE=y and CONFIG_FTRACE_SYSCALLS=y"),
+        (_, true) => Check::new(
+            NAME,
+            Status::Ok,
+            format!(
+                "not mounted; `zombie-trace watch` mounts it at {TRACEFS_DEFAULT} automatically"
+            ),
+        ),
+        (_, false) => Check::new(
+            NAME,
+            Status::Warn,
+            "not mounted, and this user cannot mount it (`sudo zombie-trace watch` would)",
+        )
+        .fix(mount_cmd),
+    }
+}
+
+/// What the `events/syscalls` directory of the tracefs mount holds.
+#[derive(Debug)]
+enum TracepointScan {
+    /// tracefs is not mounted: nothing to look at.
+    NotMounted,
+    /// The directory was listed: which of [`WAIT_TRACEPOINTS`] exist.
+    Listed {
+        dir: PathBuf,
+        found: Vec<(&'static str, bool)>,
+    },
+    /// The directory could not be read.
+    Failed { dir: PathBuf, error: io::Error },
+}
+
+impl TracepointScan {
+    fn look(dir: &Path) -> Self {
+        match std::fs::metadata(dir) {
+            Ok(_) => Self::Listed {
+                dir: dir.to_owned(),
+                found: WAIT_TRACEPOINTS
+                    .iter()
+                    .map(|tp| (*tp, dir.join(tp).is_dir()))
+                    .collect(),
+            },
+            Err(error) => Self::Failed {
+                dir: dir.to_owned(),
+                error,
+            },
+        }
+    }
+}
+
+/// tracefs not mounted: the tracepoints cannot be looked for, which is not
+/// the same as missing.
+fn tracepoints_unmounted(can_mount: bool) -> Check {
+    const NAME: &str = "syscall-tracepoints";
+    let mount = format!("sudo mount -t tracefs tracefs {TRACEFS_DEFAULT}");
+    if can_mount {
+        Check::new(
+            NAME,
+            Status::Warn,
+            "cannot look for the wait4/waitid tracepoints before tracefs is mounted \
+             (`zombie-trace watch` mounts it)",
+        )
+        .fix(format!(
+            "to check now: `{mount}`, then rerun `zombie-trace check`"
+        ))
+    } else {
+        Check::new(
+            NAME,
+            Status::Warn,
+            "cannot look for the wait4/waitid tracepoints: tracefs is not mounted",
+        )
+        .fix(format!("`{mount}`, then rerun `zombie-trace check`"))
+    }
+}
+
+fn tracepoints_check(scan: &TracepointScan, can_mount: bool) -> Check {
+    const NAME: &str = "syscall-tracepoints";
+    const FIX: &str = "use a kernel built with CONFIG_FTRACE_SYSCALLS=y";
+    let (dir, found) = match scan {
+        TracepointScan::NotMounted => return tracepoints_unmounted(can_mount),
+        TracepointScan::Listed { dir, found } => (dir, Ok(found)),
+        TracepointScan::Failed { dir, error } => (dir, Err(error)),
+    };
+    match found {
+        Ok(found) => {
+            let missing: Vec<&str> = found
+                .iter()
+                .filter(|(_, present)| !present)
+                .map(|(name, _)| *name)
+                .collect();
+            if missing.is_empty() {
+                Check::new(
+                    NAME,
+                    Status::Ok,
+                    format!(
+                        "{} present in {}",
+                        found.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+                        dir.display()
+                    ),
+                )
+            } else {
+                Check::new(
+                    NAME,
+                    Status::Missing,
+                    format!("{} not found in {}", missing.join(", "), dir.display()),
+                )
+                .fix(FIX)
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Check::new(
+            NAME,
+            Status::Missing,
+            format!(
+                "{} does not exist: the kernel has no syscall tracepoints",
+                dir.display()
+            ),
+        )
+        .fix(FIX),
+        Err(e) => Check::new(
+            NAME,
+            Status::Warn,
+            format!("cannot read {}: {e}", dir.display()),
+        )
+        .fix("run as root: `sudo zombie-trace check`"),
+    }
+}
+
+/// A numeric sysctl: `None` if the file does not exist, `Some(Err)` if unreadable.
+fn read_sysctl(path: &'static str) -> Option<(&'static str, Result<i64, String>)> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some((
+            path,
+            text.trim()
+                .parse()
+                .map_err(|_| format!("unexpected content {:?}", text.trim())),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => Some((path, Err(e.to_string()))),
+    }
+}
+
+fn unprivileged_bpf_check(
+    value: Option<(&'static str, Result<i64, String>)>,
+    privileged: bool,
+) -> Check {
+    const NAME: &str = "unprivileged-bpf";
+    let Some((path, value)) = value else {
+        return Check::new(
+            NAME,
+            Status::Warn,
+            "/proc/sys/kernel/unprivileged_bpf_disabled does not exist: the kernel may \
+             lack CONFIG_BPF_SYSCALL",
+        );
+    };
+    let value = match value {
+        Ok(v) => v,
+        Err(e) => return Check::new(NAME, Status::Warn, format!("cannot read {path}: {e}")),
+    };
+    let meaning = match value {
+        0 => "unprivileged users may load some BPF programs",
+        1 => "unprivileged BPF disabled until reboot",
+        2 => "unprivileged BPF disabled (an administrator can re-enable it)",
+        _ => "unknown setting",
+    };
+    let detail = format!("kernel.unprivileged_bpf_disabled = {value}: {meaning}");
+    if privileged {
+        Check::new(
+            NAME,
+            Status::Ok,
+            format!("{detail}; no effect on zombie-trace, which runs privileged"),
+        )
+    } else if value == 0 {
+        Check::new(
+            NAME,
+            Status::Ok,
+            format!("{detail}, but not tracing programs: those need CAP_BPF and CAP_PERFMON"),
+        )
+    } else {
+        Check::new(NAME, Status::Warn, detail).fix("run with sudo: `sudo zombie-trace watch`")
+    }
+}
+
+/// PID and task usage, for the `pids` check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PidUsage {
+    pid_max: Result<u32, String>,
+    threads_max: Result<u32, String>,
+    scan: Result<(procfs::ScanSummary, u64), String>,
+}
+
+impl PidUsage {
+    fn current() -> Self {
+        let mut zombies = 0u64;
+        let scan = procfs::scan_processes(|p| zombies += u64::from(p.is_zombie()))
+            .map(|summary| (summary, zombies))
+            .map_err(|e| e.to_string());
+        Self {
+            pid_max: procfs::pid_max().map_err(|e| e.to_string()),
+            threads_max: procfs::threads_max().map_err(|e| e.to_string()),
+            scan,
+        }
+    }
+}
+
+fn percent(part: u64, whole: u32) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    // Precision loss is irrelevant for a percentage.
+    #[allow(clippy::cast_precision_loss)]
+    let p = part as f64 * 100.0 / f64::from(whole);
+    p
+}
+
+fn pids_check(usage: &PidUsage) -> Check {
+    const NAME: &str = "pids";
+    let mut detail = String::new();
+    let mut problems = Vec::new();
+    match &usage.pid_max {
+        Ok(max) => {
+            let _ = write!(detail, "pid_max {max}");
+        }
+        Err(e) => problems.push(e.clone()),
+    }
+    match &usage.threads_max {
+        Ok(max) => {
+            let _ = write!(
+                detail,
+                "{}threads-max {max}",
+                if detail.is_empty() { "" } else { ", " }
+            );
+        }
+        Err(e) => problems.push(e.clone()),
+    }
+    let mut crowded = false;
+    match &usage.scan {
+        Ok((summary, zombies)) => {
+            let _ = write!(
+                detail,
+                "{}{} processes, {} tasks in use",
+                if detail.is_empty() { "" } else { "; " },
+                summary.processes,
+                summary.tasks
+            );
+            if let Ok(max) = usage.pid_max {
+                let _ = write!(detail, " ({:.1}% of pid_max)", percent(summary.tasks, max));
+                crowded |= summary.tasks * 10 >= u64::from(max) * 9;
+            }
+            if let Ok(max) = usage.threads_max {
+                crowded |= summary.tasks * 10 >= u64::from(max) * 9;
+            }
+            let _ = write!(detail, ", {zombies} zombies");
+            if summary.unreadable > 0 {
+                let _ = write!(
+                    detail,
+                    " ({} /proc entries unreadable: counts are lower bounds)",
+                    summary.unreadable
+                );
+            }
+        }
+        Err(e) => problems.push(e.clone()),
+    }
+    if !problems.is_empty() {
+        if !detail.is_empty() {
+            detail.push_str("; ");
+        }
+        detail.push_str(&problems.join("; "));
+        return Check::new(NAME, Status::Warn, detail);
+    }
+    if crowded {
+        let mut fix = "find the parents that do not reap: `zombie-trace snapshot`, or \
+                       `sudo zombie-trace watch`"
+            .to_owned();
+        if usage.pid_max.as_ref().is_ok_and(|&max| max < PID_MAX_LIMIT) {
+            let _ = write!(
+                fix,
+                "; to buy time: `sudo sysctl -w kernel.pid_max={PID_MAX_LIMIT}`"
+            );
+        }
+        return Check::new(
+            NAME,
+            Status::Warn,
+            format!("{detail}: over 90% of the limit, new processes will soon fail to start"),
+        )
+        .fix(fix);
+    }
+    Check::new(NAME, Status::Ok, detail)
+}
+
+fn bpf_stats_check(value: Option<(&'static str, Result<i64, String>)>) -> Check {
+    const NAME: &str = "bpf-stats";
+    match value {
+        None => Check::new(
+            NAME,
+            Status::Ok,
+            "kernel.bpf_stats_enabled not available on this kernel",
+        ),
+        Some((path, Err(e))) => Check::new(NAME, Status::Ok, format!("cannot read {path}: {e}")),
+        Some((_, Ok(0))) => Check::new(
+            NAME,
+            Status::Ok,
+            "kernel.bpf_stats_enabled = 0: BPF programs run without run-time accounting",
+        ),
+        Some((_, Ok(v))) => Check::new(
+            NAME,
+            Status::Ok,
+            format!(
+                "kernel.bpf_stats_enabled = {v}: the kernel accounts every BPF program's run \
+                 time (`bpftool prog` shows it), at a small cost per run"
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const ROOT_STATUS: &str = "Name:\tzombie-trace\nUmask:\t0022\nState:\tR (running)\n\
+        CapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n\
+        CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\n";
+
+    fn privileges(euid: u32, cap_eff: Option<u64>) -> Privileges {
+        Privileges {
+            euid,
+            cap_eff,
+            in_child_user_namespace: false,
+        }
+    }
+
+    #[test]
+    fn cap_eff_parsing() {
+        let caps = parse_cap_eff(ROOT_STATUS).unwrap();
+        assert_eq!(caps, 0x1ff_ffff_ffff);
+        assert!(has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON));
+        assert!(can_load_bpf(caps));
+        assert_eq!(parse_cap_eff("CapEff:\t0000000000000000\n"), Some(0));
+        assert_eq!(parse_cap_eff("CapPrm:\t00000000000000ff\n"), None);
+        assert_eq!(parse_cap_eff("CapEff:\tnot-hex\n"), None);
+        assert!(!has_cap(u64::MAX, 64));
+    }
+
+    #[test]
+    fn capability_combinations() {
+        let bit = |c: u32| 1u64 << c;
+        assert!(!can_load_bpf(0));
+        assert!(can_load_bpf(bit(CAP_BPF) | bit(CAP_PERFMON)));
+        assert!(can_load_bpf(bit(CAP_SYS_ADMIN)));
+        assert!(can_load_bpf(bit(CAP_BPF) | bit(CAP_SYS_ADMIN)));
+        assert!(!can_load_bpf(bit(CAP_BPF)));
+        assert!(!can_load_bpf(bit(CAP_PERFMON)));
+    }
+
+    #[test]
+    fn privilege_problem_messages() {
+        let bit = |c: u32| 1u64 << c;
+        assert_eq!(privilege_problem_for(&privileges(0, Some(u64::MAX))), None);
+        assert_eq!(
+            privilege_problem_for(&privileges(1000, Some(bit(CAP_BPF) | bit(CAP_PERFMON)))),
+            None
+        );
+        let msg = privilege_problem_for(&privileges(1000, Some(0))).unwrap();
+        assert!(msg.contains("sudo zombie-trace watch"), "{msg}");
+        assert!(msg.contains("zombie-trace snapshot"), "{msg}");
+        assert!(!msg.contains('\n'));
+        // Root without the capabilities (e.g. dropped by a container runtime).
+        assert!(privilege_problem_for(&privileges(0, Some(0))).is_some());
+        // Unknown capabilities: fall back on the uid.
+        assert_eq!(privilege_problem_for(&privileges(0, None)), None);
+        assert!(privilege_problem_for(&privileges(1000, None)).is_some());
+        let userns = Privileges {
+            in_child_user_namespace: true,
+            ..privileges(0, Some(u64::MAX))
+        };
+        assert!(
+            privilege_problem_for(&userns)
+                .unwrap()
+                .contains("user namespace")
+        );
+    }
+
+    #[test]
+    fn privileges_check_statuses() {
+        assert_eq!(
+            privileges_check(&privileges(0, Some(u64::MAX))).status,
+            Status::Ok
+        );
+        let c = privileges_check(&privileges(1000, Some(0)));
+        assert_eq!(c.status, Status::Missing);
+        assert!(c.fix.unwrap().contains("sudo"));
+        assert_eq!(privileges_check(&privileges(0, None)).status, Status::Warn);
+    }
+
+    #[test]
+    fn uid_maps() {
+        assert!(is_identity_uid_map("         0          0 4294967295\n"));
+        assert!(!is_identity_uid_map("         0       1000          1\n"));
+        assert!(!is_identity_uid_map("0 0 1000\n1000 100000 65536\n"));
+    }
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(parse_kernel_release("6.8.0-45-generic"), Some((6, 8, 0)));
+        assert_eq!(parse_kernel_release("5.10-rc1"), Some((5, 10, 0)));
+        assert_eq!(parse_kernel_release("6.18.44-fc"), Some((6, 18, 44)));
+        assert_eq!(parse_kernel_release("garbage"), None);
+        assert_eq!(kernel_check(Some("5.8.0")).status, Status::Ok);
+        assert_eq!(kernel_check(Some("5.15.0-1-amd64")).status, Status::Ok);
+        assert_eq!(kernel_check(Some("4.19.0")).status, Status::Missing);
+        assert_eq!(kernel_check(Some("5.7.19")).status, Status::Missing);
+        assert_eq!(kernel_check(Some("x")).status, Status::Warn);
+        assert_eq!(kernel_check(None).status, Status::Warn);
+    }
+
+    #[test]
+    fn tracefs_mount_parsing() {
+        let mounts = "proc /proc proc rw 0 0\n\
+            tracefs /sys/kernel/debug/tracing tracefs rw 0 0\n\
+            tracefs /sys/kernel/tracing tracefs rw,nosuid 0 0\n\
+            tracefs /mnt/my\\040trace tracefs rw 0 0\n";
+        assert_eq!(
+            tracefs_mounts(mounts),
+            [
+                PathBuf::from("/sys/kernel/debug/tracing"),
+                PathBuf::from("/sys/kernel/tracing"),
+                PathBuf::from("/mnt/my trace"),
+            ]
+        );
+        assert_eq!(
+            preferred_tracefs_mount(mounts),
+            Some(PathBuf::from(TRACEFS_DEFAULT))
+        );
+        assert_eq!(preferred_tracefs_mount("proc /proc proc rw 0 0\n"), None);
+    }
+
+    #[test]
+    fn tracefs_statuses() {
+        let fs = "nodev\tsysfs\nnodev\ttracefs\n";
+        let mounted = tracefs_check(
+            Some(Path::new("/sys/kernel/tracing")),
+            true,
+            Some(fs),
+            false,
+        );
+        assert_eq!(mounted.status, Status::Ok);
+        let auto = tracefs_check(None, true, Some(fs), true);
+        assert_eq!(auto.status, Status::Ok);
+        assert!(auto.detail.contains("automatically"));
+        let user = tracefs_check(None, true, Some(fs), false);
+        assert_eq!(user.status, Status::Warn);
+        assert!(user.fix.unwrap().contains("mount -t tracefs"));
+        let unsupported = tracefs_check(None, true, Some("nodev\tsysfs\n"), true);
+        assert_eq!(unsupported.status, Status::Missing);
+        assert_eq!(tracefs_check(None, false, None, true).status, Status::Warn);
+        assert_eq!(tracefs_check(None, true, None, false).status, Status::Warn);
+    }
+
+    #[test]
+    fn tracepoint_statuses() {
+        let dir = PathBuf::from("/sys/kernel/tracing/events/syscalls");
+        let all: Vec<_> = WAIT_TRACEPOINTS.iter().map(|t| (*t, true)).collect();
+        let listed = |found: Vec<(&'static str, bool)>| TracepointScan::Listed {
+            dir: dir.clone(),
+            found,
+        };
+        assert_eq!(
+            tracepoints_check(&listed(all.clone()), true).status,
+            Status::Ok
+        );
+        let mut some = all;
+        some[2].1 = false;
+        let c = tracepoints_check(&listed(some), true);
+        assert_eq!(c.status, Status::Missing);
+        assert!(c.detail.contains("sys_enter_waitid"), "{}", c.detail);
+        let failed = |kind| TracepointScan::Failed {
+            dir: dir.clone(),
+            error: io::Error::from(kind),
+        };
+        let c = tracepoints_check(&failed(io::ErrorKind::NotFound), true);
+        assert_eq!(c.status, Status::Missing);
+        assert!(c.fix.unwrap().contains("CONFIG_FTRACE_SYSCALLS"));
+        let c = tracepoints_check(&failed(io::ErrorKind::PermissionDenied), false);
+        assert_eq!(c.status, Status::Warn);
+        // Not mounted: undetermined, never Missing.
+        let c = tracepoints_check(&TracepointScan::NotMounted, true);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.fix.unwrap().contains("mount -t tracefs"));
+        assert_eq!(
+            tracepoints_check(&TracepointScan::NotMounted, false).status,
+            Status::Warn
+        );
+    }
+
+    #[test]
+    fn sysctl_statuses() {
+        let path = "/proc/sys/kernel/unprivileged_bpf_disabled";
+        assert_eq!(
+            unprivileged_bpf_check(Some((path, Ok(2))), true).status,
+            Status::Ok
+        );
+        assert_eq!(
+            unprivileged_bpf_check(Some((path, Ok(0))), false).status,
+            Status::Ok
+        );
+        assert_eq!(
+            unprivileged_bpf_check(Some((path, Ok(1))), false).status,
+            Status::Warn
+        );
+        assert_eq!(unprivileged_bpf_check(None, true).status, Status::Warn);
+        let stats = "/proc/sys/kernel/bpf_stats_enabled";
+        assert_eq!(bpf_stats_check(Some((stats, Ok(1)))).status, Status::Ok);
+        assert_eq!(bpf_stats_check(None).status, Status::Ok);
+    }
+
+    #[test]
+    fn pid_usage() {
+        let summary = procfs::ScanSummary {
+            processes: 100,
+            tasks: 29_600,
+            vanished: 0,
+            unreadable: 0,
+        };
+        let crowded = PidUsage {
+            pid_max: Ok(32_768),
+            threads_max: Ok(192_730),
+            scan: Ok((summary, 29_000)),
+        };
+        let c = pids_check(&crowded);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.detail.contains("29000 zombies"), "{}", c.detail);
+        assert!(c.fix.unwrap().contains("kernel.pid_max=4194304"));
+        let calm = PidUsage {
+            scan: Ok((
+                procfs::ScanSummary {
+                    tasks: 300,
+                    ..summary
+                },
+                0,
+            )),
+            ..crowded.clone()
+        };
+        assert_eq!(pids_check(&calm).status, Status::Ok);
+        let broken = PidUsage {
+            pid_max: Err("cannot read /proc/sys/kernel/pid_max".into()),
+            ..calm
+        };
+        assert_eq!(pids_check(&broken).status, Status::Warn);
+    }
+
+    #[test]
+    fn text_rendering() {
+        let checks = vec![
+            Check::new("privileges", Status::Ok, "running as root (uid 0)"),
+            Check::new(
+                "btf",
+                Status::Missing,
+                "/sys/kernel/btf/vmlinux does not exist",
+            )
+            .fix("use a kernel built with CONFIG_DEBUG_INFO_BTF=y"),
+            Check::new("tracefs", Status::Warn, "not mounted").fix("mount it"),
+        ];
+        let text = render_text(&checks);
+        let expected = "\
+ok       privileges  running as root (uid 0)
+MISSING  btf         /sys/kernel/btf/vmlinux does not exist
+                     fix: use a kernel built with CONFIG_DEBUG_INFO_BTF=y
+warn     tracefs     not mounted
+                     fix: mount it
+
+1 requirement missing: `zombie-trace watch` will not work until fixed \
+(`zombie-trace snapshot` reads /proc only and works anyway)
+";
+        assert_eq!(text, expected);
+        assert_eq!(worst_status(&checks), Status::Missing);
+
+        let ok = render_text(&checks[..1]);
+        assert!(ok.ends_with("\neverything `zombie-trace watch` needs is present\n"));
+        let warn = render_text(&[checks[0].clone(), checks[2].clone()]);
+        assert!(warn.contains("nothing is missing, but see the 1 warning above"));
+        assert_eq!(worst_status(&[]), Status::Ok);
+    }
+
+    #[test]
+    fn json_shape() {
+        let check = Check::new("btf", Status::Missing, "gone").fix("rebuild");
+        let json = serde_json::to_value(&check).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "btf", "status": "missing", "detail": "gone", "fix": "rebuild"})
+        );
+    }
+
+    #[test]
+    fn real_host_checks_run() {
+        let checks = run_checks();
+        let names: Vec<_> = checks.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "privileges",
+                "kernel-version",
+                "btf",
+                "tracefs",
+                "syscall-tracepoints",
+                "unprivileged-bpf",
+                "pids",
+                "bpf-stats"
+            ]
+        );
+        for c in &checks {
+            assert!(!c.detail.is_empty(), "{c:?}");
+            if c.status == Status::Missing {
+                assert!(c.fix.is_some(), "{c:?}");
+            }
+        }
+        let text = render_text(&checks);
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("MISSING")
+                    || l.starts_with("ok")
+                    || l.starts_with("warn"))
+                .count(),
+            8
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! `nocldwait [N=3]`: keeps SIGCHLD at `SIG_DFL` but with the
+//! `SA_NOCLDWAIT` flag, so the kernel reaps exiting children itself; forks
+//! N children that `_exit(0)` at once. Ready when none of them is left in
+//! `/proc`. Never calls any wait function.
+//!
+//! Ready line: `{"ready":true,"pid":P,"children":[N pids],"workload":"nocldwait"}`.
+//! Cleanup: nothing to do; exits 0.
+
+use zombie_trace_tests::workload::{
+    Control, Ready, count_arg, fork_exiting_child, getpid, set_signal, wait_gone,
+};
+
+fn main() {
+    let mut ctl = Control::install();
+    let n = count_arg(1, 3);
+    let me = getpid();
+    set_signal(libc::SIGCHLD, libc::SIG_DFL, libc::SA_NOCLDWAIT);
+
+    let children: Vec<_> = (0..n).map(|_| fork_exiting_child(0)).collect();
+    wait_gone(&children, me);
+    Ready::new(&children).print();
+
+    ctl.wait_shutdown();
+}

@@ -1,0 +1,321 @@
+//! The `zombie-trace` binary end to end: what a user or a script sees.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use zombie_trace_tests::Workload;
+
+/// The unprivileged user the privilege tests switch to.
+const NOBODY: u32 = 65534;
+
+struct Watch {
+    child: Child,
+    lines: Receiver<(Instant, Value)>,
+}
+
+impl Watch {
+    fn start(args: &[&str]) -> Watch {
+        let mut child = Command::new(workspace_bin("zombie-trace"))
+            .arg("watch")
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn zombie-trace watch");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("watch --json printed a non-JSON line {line:?}: {e}")
+                });
+                if tx.send((Instant::now(), value)).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// The next line, or None at end of output / timeout.
+    fn next(&self, timeout: Duration) -> Option<(Instant, Value)> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Reads lines until one satisfies `want`, for at most `timeout`.
+    fn until(
+        &self,
+        timeout: Duration,
+        mut want: impl FnMut(&Value) -> bool,
+    ) -> Option<(Instant, Value)> {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let (at, line) = self.next(left)?;
+            if want(&line) {
+                return Some((at, line));
+            }
+        }
+        None
+    }
+
+    /// Sends `signal`, then returns the remaining lines and the exit code.
+    fn stop(mut self, signal: i32) -> (Vec<Value>, Option<i32>) {
+        let pid = self.child.id() as i32;
+        // Safety: kill(2) on our own child's PID.
+        unsafe { libc::kill(pid, signal) };
+        let mut rest = Vec::new();
+        while let Some((_, line)) = self.next(Duration::from_secs(10)) {
+            rest.push(line);
+        }
+        let status = self.child.wait().expect("wait for zombie-trace");
+        (rest, status.code())
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn is_report(v: &Value) -> bool {
+    v["type"] == "report"
+}
+
+fn row(report: &Value, pid: u32) -> Option<&Value> {
+    report["parents"]
+        .as_array()?
+        .iter()
+        .find(|p| p["pid"] == pid)
+}
+
+#[test]
+fn watch_names_a_never_waiting_parent_within_two_seconds() {
+    if !privileged("watch_names_a_never_waiting_parent_within_two_seconds") {
+        return;
+    }
+    let watch = Watch::start(&["--interval", "0.2", "--threshold", "20"]);
+    assert!(
+        watch.until(Duration::from_secs(30), is_report).is_some(),
+        "watch printed no first report"
+    );
+    // Processes that reap, are auto-reaped, or only run threads must never
+    // show up, while the leaker must.
+    let reaper = Workload::start("handler-reaps", &["20"]);
+    let ignorer = Workload::start("ignores-sigchld", &["20"]);
+    let threads = Workload::start("threads-only", &["20"]);
+    let leaker = Workload::start("never-waits", &["20"]);
+    let exited = Instant::now(); // every child of the leaker is a zombie by now
+    let leaker_pid = leaker.pid();
+    let quiet = [reaper.pid(), ignorer.pid(), threads.pid()];
+
+    let mut alerted = false;
+    let named = watch.until(Duration::from_secs(5), |line| {
+        if line["type"] == "alert" && line["parent"]["pid"] == leaker_pid {
+            assert_eq!(line["threshold"], 20);
+            assert_eq!(line["parent"]["pending_zombies"], 20);
+            alerted = true;
+        }
+        if is_report(line) {
+            for pid in quiet {
+                assert!(
+                    row(line, pid).is_none(),
+                    "pid {pid} reaps its children but was reported: {line}"
+                );
+            }
+        }
+        is_report(line) && row(line, leaker_pid).is_some_and(|r| r["pending_zombies"] == 20)
+    });
+    let Some((at, report)) = named else {
+        panic!("no report named never-waits {leaker_pid} with 20 pending zombies");
+    };
+    let latency = at.duration_since(exited);
+    assert!(
+        latency < Duration::from_secs(2),
+        "named after {latency:?}, wanted under 2 s"
+    );
+    assert!(alerted, "no alert line for {leaker_pid} at threshold 20");
+    let leaker_row = row(&report, leaker_pid).expect("row");
+    assert_eq!(leaker_row["comm"], "never-waits");
+    assert_eq!(leaker_row["forks"], 20);
+    assert_eq!(leaker_row["exits"], 20);
+    assert_eq!(leaker_row["reaped"], 0);
+    assert!(leaker_row["oldest_zombie_age_ms"].as_u64().is_some());
+    assert!(report["lost_events"].as_u64().is_some());
+
+    // A few more reports: still no row for the well-behaved ones.
+    let deadline = Instant::now() + Duration::from_millis(800);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Some((_, line)) = watch.next(left) else {
+            break;
+        };
+        if is_report(&line) {
+            for pid in quiet {
+                assert!(row(&line, pid).is_none(), "pid {pid} was reported: {line}");
+            }
+        }
+    }
+
+    let (rest, code) = watch.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "SIGINT must stop watch cleanly");
+    let last = rest
+        .iter()
+        .rev()
+        .find(|l| is_report(l))
+        .expect("a final report after SIGINT");
+    assert!(
+        row(last, leaker_pid).is_some(),
+        "the final report still names the leaker"
+    );
+    drop((reaper, ignorer, threads, leaker));
+}
+
+#[test]
+fn first_report_lists_zombies_older_than_the_tracer() {
+    if !privileged("first_report_lists_zombies_older_than_the_tracer") {
+        return;
+    }
+    let leaker = Workload::start("never-waits", &["7"]);
+    let watch = Watch::start(&["--interval", "5"]);
+    let (_, first) = watch
+        .until(Duration::from_secs(30), is_report)
+        .expect("a first report");
+    let r = row(&first, leaker.pid())
+        .unwrap_or_else(|| panic!("first report misses {}: {first}", leaker.pid()));
+    assert_eq!(r["pending_zombies"], 7);
+    assert_eq!(r["zombies_before_start"], 7);
+    assert_eq!(r["oldest_zombie_age_exact"], false);
+    let (_, code) = watch.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "SIGTERM must stop watch cleanly");
+}
+
+#[test]
+fn watch_duration_stops_by_itself() {
+    if !privileged("watch_duration_stops_by_itself") {
+        return;
+    }
+    let started = Instant::now();
+    let output = Command::new(workspace_bin("zombie-trace"))
+        .args(["watch", "--json", "--duration", "1", "--interval", "0.3"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run watch");
+    assert!(
+        output.status.success(),
+        "watch --duration failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert!(
+        lines.iter().filter(|l| is_report(l)).count() >= 2,
+        "periodic reports and a final one: {lines:?}"
+    );
+}
+
+fn as_nobody(command: &mut Command) -> &mut Command {
+    // Safety: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 {
+        // std drops supplementary groups when root switches uid.
+        command.uid(NOBODY).gid(NOBODY);
+    }
+    command
+}
+
+#[test]
+fn watch_without_privileges_says_what_is_missing() {
+    let output =
+        as_nobody(Command::new(workspace_bin("zombie-trace")).args(["watch", "--duration", "1"]))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run watch as nobody");
+    assert!(
+        !output.status.success(),
+        "watch must fail without privileges"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one clear line, got: {stderr}"
+    );
+    assert!(
+        stderr.contains("root"),
+        "the message names what is missing: {stderr}"
+    );
+    assert!(
+        stderr.contains("sudo"),
+        "the message names the fix: {stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn snapshot_groups_zombies_by_parent_without_privileges() {
+    let leaker = Workload::start("never-waits", &["5"]);
+    let output =
+        as_nobody(Command::new(workspace_bin("zombie-trace")).args(["snapshot", "--json"]))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run snapshot");
+    assert!(
+        output.status.success(),
+        "snapshot failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let snapshot: Value = serde_json::from_slice(&output.stdout).expect("snapshot JSON");
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .expect("pid_max")
+        .trim()
+        .parse()
+        .expect("number");
+    assert_eq!(snapshot["pid_max"], pid_max);
+    assert!(snapshot["tasks"].as_u64().is_some_and(|t| t > 0));
+    assert!(snapshot["zombies"].as_u64().is_some_and(|z| z >= 5));
+    let parent = row(&snapshot, leaker.pid())
+        .unwrap_or_else(|| panic!("snapshot misses {}: {snapshot}", leaker.pid()));
+    assert_eq!(parent["comm"], "never-waits");
+    assert_eq!(parent["pending_zombies"], 5);
+    let mut expected = leaker.children();
+    expected.sort_unstable();
+    let listed: Vec<u32> = parent["zombie_pids"]
+        .as_array()
+        .expect("zombie_pids")
+        .iter()
+        .filter_map(|v| v.as_u64().map(|v| v as u32))
+        .collect();
+    assert_eq!(listed, expected);
+}
+
+#[test]
+fn check_reports_a_usable_kernel() {
+    if !privileged("check_reports_a_usable_kernel") {
+        return;
+    }
+    let output = Command::new(workspace_bin("zombie-trace"))
+        .args(["check", "--json"])
+        .output()
+        .expect("run check");
+    let checks: Value = serde_json::from_slice(&output.stdout).expect("check JSON");
+    assert!(
+        output.status.success(),
+        "check found a missing part: {checks:#}"
+    );
+    assert!(checks.as_array().is_some_and(|c| !c.is_empty()));
+}

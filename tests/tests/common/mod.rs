@@ -1,0 +1,78 @@
+//! Shared by the privileged test files: the CI rule, the runtime, lookups.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zombie_trace::model::{Ledger, ParentStats, Process};
+use zombie_trace::session::Session;
+use zombie_trace::tracer::TracerOptions;
+
+/// Whether privileged (BPF-loading) tests can run here. Under `CI=true` a
+/// test that cannot run fails; elsewhere it is skipped with the reason.
+pub fn privileged(test: &str) -> bool {
+    match zombie_trace::check::privilege_problem() {
+        None => true,
+        Some(problem) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: CI=true, but this privileged test cannot run: {problem}");
+            }
+            eprintln!("skipping {test}: {problem}");
+            false
+        }
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => panic!("cannot start a tokio runtime: {err}"),
+    }
+}
+
+pub fn start_session(options: TracerOptions) -> Session {
+    match Session::start(options) {
+        Ok(session) => session,
+        Err(err) => panic!("the tracer did not start: {err}"),
+    }
+}
+
+/// Long enough for any event on an idle 2-core machine; a test that expects
+/// a state waits at most this long, a test that expects nothing to happen
+/// watches for `QUIET`.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// The live process with this PID in the ledger.
+pub fn process(ledger: &Ledger, pid: u32) -> Option<&Process> {
+    ledger.find_pid(pid)
+}
+
+pub fn stats(ledger: &Ledger, pid: u32) -> ParentStats {
+    process(ledger, pid).map(|p| p.stats).unwrap_or_default()
+}
+
+pub fn pending(ledger: &Ledger, pid: u32) -> u32 {
+    stats(ledger, pid).pending
+}
+
+/// A binary of the workspace, next to the test executable's `deps/`.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => panic!("cannot locate the test executable: {err}"),
+    };
+    let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) else {
+        panic!("unexpected test executable location {}", exe.display());
+    };
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}

@@ -1,0 +1,391 @@
+//! Scenario tests on the real kernel: run a workload under the real tracer and
+//! expect exact ledger rows for its PID. Run as root, one test at a time
+//! (they share the kernel): `cargo xtask test`.
+
+mod common;
+
+use common::*;
+use zombie_trace::model::{ExitTime, ProcState};
+use zombie_trace::tracer::TracerOptions;
+use zombie_trace_tests::Workload;
+
+/// A parent with the default SIGCHLD disposition that never waits owes
+/// exactly one reap per child, named by its PID.
+fn never_waits(options: TracerOptions) {
+    runtime().block_on(async {
+        let mut session = start_session(options);
+        let workload = Workload::start("never-waits", &["25"]);
+        let pid = workload.pid();
+        let seen = session
+            .run_until(TIMEOUT, |l| pending(l, pid) == 25)
+            .await
+            .expect("tracer");
+        assert!(
+            seen,
+            "never-waits {pid}: expected 25 pending, ledger says {:?}",
+            stats(session.ledger(), pid)
+        );
+        session.run_for(QUIET).await.expect("tracer");
+        let ledger = session.ledger();
+        let parent = process(ledger, pid).expect("the parent is tracked");
+        assert_eq!(parent.comm.as_str_lossy(), "never-waits");
+        let s = parent.stats;
+        assert_eq!(
+            (s.pending, s.forks, s.exits, s.reaped, s.auto_reaped),
+            (25, 25, 25, 0, 0)
+        );
+        assert_eq!(s.pending_before_start, 0);
+        let mut zombies: Vec<u32> = ledger
+            .children(&parent.key)
+            .filter(|c| c.is_zombie())
+            .map(|c| c.key.pid)
+            .collect();
+        zombies.sort_unstable();
+        let mut expected = workload.children();
+        expected.sort_unstable();
+        assert_eq!(zombies, expected, "the zombies are exactly its children");
+        assert!(matches!(
+            ledger.oldest_zombie(&parent.key),
+            Some(ExitTime::At(_))
+        ));
+        assert_eq!(session.lost_events(), 0);
+        drop(workload);
+    });
+}
+
+#[test]
+fn never_waiting_parent_owes_every_child() {
+    if privileged("never_waiting_parent_owes_every_child") {
+        never_waits(TracerOptions::default());
+    }
+}
+
+/// Same story on the code path for kernels whose sched_process_exit has no
+/// `group_dead` argument (whole-process exit decided from signal->live).
+#[test]
+fn never_waiting_parent_owes_every_child_without_group_dead_arg() {
+    if privileged("never_waiting_parent_owes_every_child_without_group_dead_arg") {
+        never_waits(TracerOptions {
+            force_live_counter: true,
+            ..TracerOptions::default()
+        });
+    }
+}
+
+#[test]
+fn handler_that_reaps_owes_nothing() {
+    if !privileged("handler_that_reaps_owes_nothing") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut session = start_session(TracerOptions::default());
+        let workload = Workload::start("handler-reaps", &["25"]);
+        let pid = workload.pid();
+        let done = session
+            .run_until(TIMEOUT, |l| stats(l, pid).reaped == 25)
+            .await
+            .expect("tracer");
+        assert!(
+            done,
+            "expected 25 reaps, ledger says {:?}",
+            stats(session.ledger(), pid)
+        );
+        session.run_for(QUIET).await.expect("tracer");
+        let s = stats(session.ledger(), pid);
+        assert_eq!(
+            (s.pending, s.forks, s.exits, s.reaped, s.auto_reaped),
+            (0, 25, 25, 25, 0)
+        );
+        assert!(s.wait_calls >= 25, "each reap is a wait call: {s:?}");
+        drop(workload);
+    });
+}
+
+fn auto_reaping(workload_name: &str) {
+    runtime().block_on(async {
+        let mut session = start_session(TracerOptions::default());
+        let workload = Workload::start(workload_name, &["25"]);
+        let pid = workload.pid();
+        let done = session
+            .run_until(TIMEOUT, |l| stats(l, pid).auto_reaped == 25)
+            .await
+            .expect("tracer");
+        assert!(
+            done,
+            "expected 25 auto-reaps, ledger says {:?}",
+            stats(session.ledger(), pid)
+        );
+        session.run_for(QUIET).await.expect("tracer");
+        let s = stats(session.ledger(), pid);
+        assert_eq!(
+            (s.pending, s.forks, s.exits, s.reaped, s.auto_reaped),
+            (0, 25, 25, 0, 25)
+        );
+        assert_eq!(s.wait_calls, 0, "{workload_name} never waits");
+        for child in workload.children() {
+            assert!(
+                process(session.ledger(), child).is_none(),
+                "auto-reaped child {child} left the ledger"
+            );
+        }
+        drop(workload);
+    });
+}
+
+#[test]
+fn parent_ignoring_sigchld_owes_nothing() {
+    if privileged("parent_ignoring_sigchld_owes_nothing") {
+        auto_reaping("ignores-sigchld");
+    }
+}
+
+#[test]
+fn parent_with_sa_nocldwait_owes_nothing() {
+    if privileged("parent_with_sa_nocldwait_owes_nothing") {
+        auto_reaping("nocldwait");
+    }
+}
+
+fn threads_only(options: TracerOptions) {
+    runtime().block_on(async {
+        let mut session = start_session(options);
+        let workload = Workload::start("threads-only", &["40"]);
+        let pid = workload.pid();
+        session.run_for(QUIET).await.expect("tracer");
+        let ledger = session.ledger();
+        let s = stats(ledger, pid);
+        assert_eq!(
+            (s.pending, s.forks, s.exits),
+            (0, 0, 0),
+            "threads are not children"
+        );
+        let tids = workload.pids("threads");
+        assert_eq!(tids.len(), 40);
+        for tid in tids {
+            assert!(
+                process(ledger, tid).is_none(),
+                "thread {tid} must not be a process in the ledger"
+            );
+        }
+        assert!(
+            matches!(
+                process(ledger, pid).map(|p| p.state),
+                Some(ProcState::Alive)
+            ),
+            "a thread's exit is not the process's exit"
+        );
+        drop(workload);
+    });
+}
+
+#[test]
+fn threads_are_not_children() {
+    if privileged("threads_are_not_children") {
+        threads_only(TracerOptions::default());
+    }
+}
+
+#[test]
+fn threads_are_not_children_without_group_dead_arg() {
+    if privileged("threads_are_not_children_without_group_dead_arg") {
+        threads_only(TracerOptions {
+            force_live_counter: true,
+            ..TracerOptions::default()
+        });
+    }
+}
+
+#[test]
+fn double_fork_orphans_are_reaped_by_the_adopter() {
+    if !privileged("double_fork_orphans_are_reaped_by_the_adopter") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut session = start_session(TracerOptions::default());
+        let workload = Workload::start("double-fork", &["10"]);
+        let pid = workload.pid();
+        let orphans = workload.pids("orphans");
+        assert_eq!(orphans.len(), 10);
+        let done = session
+            .run_until(TIMEOUT, |l| {
+                stats(l, pid).reaped == 10 && orphans.iter().all(|&o| process(l, o).is_none())
+            })
+            .await
+            .expect("tracer");
+        assert!(
+            done,
+            "expected the middles reaped and the orphans gone: {:?}",
+            stats(session.ledger(), pid)
+        );
+        session.run_for(QUIET).await.expect("tracer");
+        let ledger = session.ledger();
+        let s = stats(ledger, pid);
+        assert_eq!(
+            (s.pending, s.forks, s.reaped),
+            (0, 10, 10),
+            "the original parent owes nothing"
+        );
+        let harness = workload.reaper_pid();
+        let h = stats(ledger, harness);
+        assert_eq!(h.pending, 0, "the adopter reaped every orphan: {h:?}");
+        assert_eq!(
+            h.adopted, 10,
+            "each orphan was adopted by the harness: {h:?}"
+        );
+        drop(workload);
+    });
+}
+
+#[test]
+fn subreaper_that_never_reaps_owes_the_orphans() {
+    if !privileged("subreaper_that_never_reaps_owes_the_orphans") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut session = start_session(TracerOptions::default());
+        let workload = Workload::start("subreaper", &["12"]);
+        let pid = workload.pid();
+        let orphans = workload.pids("orphans");
+        let done = session
+            .run_until(TIMEOUT, |l| pending(l, pid) == 12)
+            .await
+            .expect("tracer");
+        assert!(
+            done,
+            "expected 12 pending on the subreaper: {:?}",
+            stats(session.ledger(), pid)
+        );
+        session.run_for(QUIET).await.expect("tracer");
+        let ledger = session.ledger();
+        let s = stats(ledger, pid);
+        assert_eq!(
+            (s.pending, s.adopted, s.reaped),
+            (12, 12, 1),
+            "owes the 12 adopted, reaped the middle"
+        );
+        for orphan in orphans {
+            let parent = process(ledger, orphan).and_then(|o| ledger.parent_of(&o.key));
+            assert_eq!(
+                parent.map(|p| p.key.pid),
+                Some(pid),
+                "orphan {orphan} is owed by the subreaper"
+            );
+        }
+        let middle = workload
+            .json()
+            .get("middle")
+            .and_then(|v| v.as_u64())
+            .expect("middle pid") as u32;
+        assert!(
+            process(ledger, middle).is_none(),
+            "the middle process was reaped"
+        );
+        drop(workload);
+    });
+}
+
+#[test]
+fn leaky_parent_that_exits_hands_its_zombies_on() {
+    if !privileged("leaky_parent_that_exits_hands_its_zombies_on") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut session = start_session(TracerOptions::default());
+        let mut workload = Workload::start("leaky-then-exit", &["10"]);
+        let pid = workload.pid();
+        let children = workload.children();
+        let seen = session
+            .run_until(TIMEOUT, |l| pending(l, pid) == 10)
+            .await
+            .expect("tracer");
+        assert!(
+            seen,
+            "expected 10 pending: {:?}",
+            stats(session.ledger(), pid)
+        );
+        workload.send_line("exit");
+        let gone = session
+            .run_until(TIMEOUT, |l| {
+                process(l, pid).is_none() && children.iter().all(|&c| process(l, c).is_none())
+            })
+            .await
+            .expect("tracer");
+        assert!(
+            gone,
+            "the leaky parent and its zombies should be released by the harness"
+        );
+        let h = stats(session.ledger(), workload.reaper_pid());
+        assert_eq!(h.pending, 0, "{h:?}");
+        assert_eq!(h.adopted, 10, "{h:?}");
+        assert_eq!(
+            h.reaped, 11,
+            "10 adopted zombies and the leaky parent itself: {h:?}"
+        );
+        drop(workload);
+    });
+}
+
+#[test]
+fn zombies_older_than_the_tracer_are_in_the_ledger_at_start() {
+    if !privileged("zombies_older_than_the_tracer_are_in_the_ledger_at_start") {
+        return;
+    }
+    runtime().block_on(async {
+        let workload = Workload::start("never-waits", &["15"]);
+        let pid = workload.pid();
+        let session = start_session(TracerOptions::default());
+        // No event applied yet: the start-up scan alone.
+        let ledger = session.ledger();
+        let parent = process(ledger, pid).expect("parent found by the scan");
+        assert_eq!(parent.stats.pending, 15);
+        assert_eq!(parent.stats.pending_before_start, 15);
+        assert_eq!(
+            ledger.oldest_zombie(&parent.key),
+            Some(ExitTime::BeforeStart)
+        );
+        drop(workload);
+    });
+}
+
+#[test]
+fn parent_waiting_for_one_child_owes_the_rest() {
+    if !privileged("parent_waiting_for_one_child_owes_the_rest") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut session = start_session(TracerOptions::default());
+        let workload = Workload::start("wait-specific", &["8"]);
+        let pid = workload.pid();
+        let done = session
+            .run_until(TIMEOUT, |l| {
+                stats(l, pid).reaped == 1 && pending(l, pid) == 8
+            })
+            .await
+            .expect("tracer");
+        assert!(done, "{:?}", stats(session.ledger(), pid));
+        drop(workload);
+    });
+}
+
+/// A one-page ring buffer that nobody drains during a burst must overflow,
+/// and the loss must be counted, not hidden.
+#[test]
+fn a_tiny_ring_buffer_under_a_burst_counts_lost_events() {
+    if !privileged("a_tiny_ring_buffer_under_a_burst_counts_lost_events") {
+        return;
+    }
+    runtime().block_on(async {
+        let session = start_session(TracerOptions {
+            ring_bytes: 4096,
+            ..TracerOptions::default()
+        });
+        // 200 forks and exits: ~40 KiB of records into 4 KiB, not drained.
+        let workload = Workload::start("never-waits", &["200"]);
+        let lost = session.lost_events();
+        assert!(
+            lost > 0,
+            "expected lost events with a 4 KiB ring and 400 records, got {lost}"
+        );
+        drop(workload);
+    });
+}

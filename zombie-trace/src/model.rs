@@ -1,0 +1,769 @@
+//! The process model and the per-parent ledger: the one place that knows what
+//! a process is, who must reap it, and what it owes.
+//!
+//! # Invariants
+//!
+//! 1. **Identity.** A process is a [`ProcKey`]: its thread-group id *and* the
+//!    boot-time clock tick it started at. PIDs are reused (pid_max wraps in
+//!    seconds under a fork storm); a PID alone never identifies anything here.
+//! 2. **Processes, not threads.** Only thread groups are tracked. The kernel
+//!    programs drop thread creation and every exit but the one that kills the
+//!    whole group; the /proc scan lists only thread-group leaders.
+//! 3. **Life cycle.** A tracked process is `Alive`, then a `Zombie` (its group
+//!    is dead, nobody has released it yet), then it leaves the ledger the
+//!    moment it is released — by its parent's wait, by the kernel (SIGCHLD
+//!    ignored / SA_NOCLDWAIT), by an adopter, or by PID-namespace teardown.
+//!    A process that is gone from the kernel is never kept.
+//! 4. **One reaper.** Every tracked process has at most one `parent`: the
+//!    process that must reap it (the kernel's `real_parent`, as a process).
+//!    The parent's children list holds exactly the tracked processes that
+//!    name it as parent, live and zombie, and `pending` is the number of
+//!    zombies among them.
+//! 5. **Reparenting.** When a process dies, all its children (live and zombie)
+//!    move to the adopter the kernel chose for them (nearest subreaper in the
+//!    same PID namespace, else the namespace's init). Zombies keep their
+//!    original exit time; the adopter now owes them.
+//! 6. **What a wait returns.** wait4/waitid report the child's PID as the
+//!    waiter's PID namespace sees it (`vpid`). Zombies are indexed by
+//!    (parent, vpid); reparenting never crosses a PID namespace level, so a
+//!    zombie's vpid stays valid for its adopter.
+//! 7. **Exit times.** Zombies found by the start-up /proc scan exited at an
+//!    unknown time: [`ExitTime::BeforeStart`]. Their age is counted from the
+//!    tracer's start, a lower bound.
+//!
+//! Per-event work is O(1) with no allocation once the tables have grown to
+//! the machine's process count (they are reserved from pid_max up front),
+//! except reparenting, which is O(children of the dead process).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use zombie_trace_common::{COMM_LEN, ExitEvent, ForkEvent, ProcessId, WaitEvent, exit_flags};
+
+use crate::events::Event;
+use crate::procfs::ProcStat;
+
+/// Identity of a process (invariant 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcKey {
+    /// Thread-group id in the initial PID namespace.
+    pub pid: u32,
+    /// Start time in clock ticks since boot, as in /proc/<pid>/stat field 22.
+    pub start_ticks: u64,
+}
+
+/// Converts kernel boot-time nanoseconds to /proc clock ticks.
+#[derive(Clone, Copy, Debug)]
+pub struct TickClock {
+    ns_per_tick: u64,
+}
+
+impl TickClock {
+    pub fn new(ticks_per_second: u64) -> Self {
+        Self {
+            ns_per_tick: 1_000_000_000 / ticks_per_second.max(1),
+        }
+    }
+
+    /// Same rounding as the kernel's nsec_to_clock_t (truncation).
+    pub fn key(&self, id: &ProcessId) -> ProcKey {
+        ProcKey {
+            pid: id.tgid,
+            start_ticks: id.start_boottime_ns / self.ns_per_tick,
+        }
+    }
+}
+
+/// A task's comm (TASK_COMM_LEN bytes, NUL padded).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Comm(pub [u8; COMM_LEN]);
+
+impl Comm {
+    pub fn as_str_lossy(&self) -> String {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        String::from_utf8_lossy(&self.0[..end]).into_owned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str_lossy())
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str_lossy())
+    }
+}
+
+/// When a zombie's thread group died (invariant 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitTime {
+    /// CLOCK_BOOTTIME nanoseconds.
+    At(u64),
+    /// Already a zombie when the tracer started.
+    BeforeStart,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcState {
+    Alive,
+    Zombie(ExitTime),
+}
+
+/// Who released a zombie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReapKind {
+    /// The parent called wait4/waitid.
+    ParentWait,
+    /// The kernel, because the parent ignores SIGCHLD or set SA_NOCLDWAIT.
+    AutoReap,
+    /// An adopter (init or a subreaper) called wait4/waitid.
+    AdopterWait,
+    /// The kernel, because the adopter ignores SIGCHLD.
+    AdopterAutoReap,
+    /// The kernel, tearing down a PID namespace whose init died.
+    NamespaceTeardown,
+}
+
+impl ReapKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReapKind::ParentWait => "parent_wait",
+            ReapKind::AutoReap => "auto_reap",
+            ReapKind::AdopterWait => "adopter_wait",
+            ReapKind::AdopterAutoReap => "adopter_auto_reap",
+            ReapKind::NamespaceTeardown => "namespace_teardown",
+        }
+    }
+}
+
+/// What a process has done as a parent since the tracer started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParentStats {
+    /// Children it created.
+    pub forks: u64,
+    /// Its children (own or adopted) whose thread group died.
+    pub exits: u64,
+    /// Zombies it released with wait4/waitid.
+    pub reaped: u64,
+    /// Children the kernel released at exit because of its SIGCHLD disposition.
+    pub auto_reaped: u64,
+    /// Children it inherited from dying processes.
+    pub adopted: u64,
+    /// Wait calls that returned.
+    pub wait_calls: u64,
+    /// Zombies currently owed (invariant 4).
+    pub pending: u32,
+    /// Of `pending`, those that were zombies before the tracer started.
+    pub pending_before_start: u32,
+}
+
+type Slot = u32;
+
+/// One tracked process.
+#[derive(Clone, Debug)]
+pub struct Process {
+    pub key: ProcKey,
+    pub comm: Comm,
+    pub state: ProcState,
+    /// Its PID as its parent's PID namespace sees it (invariant 6).
+    pub vpid: u32,
+    /// It was inherited by its current parent rather than forked by it.
+    pub adopted: bool,
+    /// It was the init of a PID namespace and has died: the kernel reaps
+    /// everything still parented to it.
+    pub dead_ns_init: bool,
+    pub stats: ParentStats,
+    parent: Option<Slot>,
+    first_child: Option<Slot>,
+    prev_sibling: Option<Slot>,
+    next_sibling: Option<Slot>,
+}
+
+impl Process {
+    fn new(key: ProcKey, comm: Comm, state: ProcState, vpid: u32) -> Self {
+        Self {
+            key,
+            comm,
+            state,
+            vpid,
+            adopted: false,
+            dead_ns_init: false,
+            stats: ParentStats::default(),
+            parent: None,
+            first_child: None,
+            prev_sibling: None,
+            next_sibling: None,
+        }
+    }
+
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, ProcState::Zombie(_))
+    }
+}
+
+/// What changed in the ledger, for the views (alerts, latency, reports).
+#[derive(Clone, Copy, Debug)]
+pub enum Change {
+    /// A child's thread group died and it now waits to be reaped.
+    Exited {
+        parent: ProcKey,
+        parent_comm: Comm,
+        child: ProcKey,
+        /// The parent's pending zombies after this change.
+        pending: u32,
+    },
+    /// A zombie left the process table.
+    Released {
+        /// Who released it (its parent or adopter at the time).
+        reaper: ProcKey,
+        reaper_comm: Comm,
+        child: ProcKey,
+        child_comm: Comm,
+        how: ReapKind,
+        exited: ExitTime,
+        released_ns: u64,
+        /// The reaper's pending zombies after this change.
+        pending: u32,
+    },
+    /// A dying process's children moved to an adopter.
+    Adopted {
+        from: ProcKey,
+        to: ProcKey,
+        to_comm: Comm,
+        children: u32,
+        zombies: u32,
+        /// The adopter's pending zombies after this change.
+        pending: u32,
+    },
+}
+
+/// Counters about the ledger's own view of the world.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerCounters {
+    pub events: u64,
+    /// Exit events for a process already known to be dead (duplicates from
+    /// concurrent thread exits).
+    pub duplicate_exits: u64,
+    /// Wait returns that reported a child the ledger had no zombie for.
+    pub unmatched_reaps: u64,
+}
+
+/// The per-parent ledger over the process model.
+pub struct Ledger {
+    slots: Vec<Option<Process>>,
+    free: Vec<Slot>,
+    by_key: HashMap<ProcKey, Slot>,
+    /// Zombies by (parent slot, vpid): what a wait return names (invariant 6).
+    zombies: HashMap<(Slot, u32), Slot>,
+    clock: TickClock,
+    /// CLOCK_BOOTTIME when tracing started; the exit time assumed for
+    /// zombies found by the start-up scan.
+    started_ns: u64,
+    pub counters: LedgerCounters,
+}
+
+const SIGCHLD_STOPPED: i32 = 0x7f;
+const SIGCHLD_CONTINUED: i32 = 0xffff;
+const WNOWAIT: u32 = 0x0100_0000;
+const CLD_EXITED: i32 = 1;
+const CLD_DUMPED: i32 = 3;
+
+impl Ledger {
+    /// `capacity`: expected number of processes (pid_max is a good bound).
+    pub fn new(clock: TickClock, started_ns: u64, capacity: usize) -> Self {
+        Self {
+            slots: Vec::with_capacity(capacity),
+            free: Vec::new(),
+            by_key: HashMap::with_capacity(capacity),
+            zombies: HashMap::with_capacity(capacity),
+            clock,
+            started_ns,
+            counters: LedgerCounters::default(),
+        }
+    }
+
+    pub fn started_ns(&self) -> u64 {
+        self.started_ns
+    }
+
+    pub fn clock(&self) -> TickClock {
+        self.clock
+    }
+
+    /// Number of tracked processes (alive and zombie).
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    pub fn get(&self, key: &ProcKey) -> Option<&Process> {
+        self.by_key.get(key).and_then(|&slot| self.proc(slot))
+    }
+
+    /// The process that must reap `key`.
+    pub fn parent_of(&self, key: &ProcKey) -> Option<&Process> {
+        let slot = *self.by_key.get(key)?;
+        self.proc(slot)?.parent.and_then(|p| self.proc(p))
+    }
+
+    /// The live (not yet released) process with this PID, if any.
+    pub fn find_pid(&self, pid: u32) -> Option<&Process> {
+        self.processes()
+            .filter(|p| p.key.pid == pid)
+            .max_by_key(|p| p.key.start_ticks)
+    }
+
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.slots.iter().flatten()
+    }
+
+    /// Processes that owe at least one reap.
+    pub fn parents_with_zombies(&self) -> impl Iterator<Item = &Process> {
+        self.processes().filter(|p| p.stats.pending > 0)
+    }
+
+    /// Children (live and zombie) of a tracked process.
+    pub fn children(&self, key: &ProcKey) -> impl Iterator<Item = &Process> {
+        let first = self
+            .by_key
+            .get(key)
+            .and_then(|&s| self.proc(s))
+            .and_then(|p| p.first_child);
+        std::iter::successors(first.and_then(|s| self.proc(s)), |p| {
+            p.next_sibling.and_then(|s| self.proc(s))
+        })
+    }
+
+    /// Exit time of the oldest zombie `key` owes.
+    pub fn oldest_zombie(&self, key: &ProcKey) -> Option<ExitTime> {
+        self.children(key)
+            .filter_map(|c| match c.state {
+                ProcState::Zombie(t) => Some(t),
+                ProcState::Alive => None,
+            })
+            .min_by_key(|t| self.exit_ns(*t))
+    }
+
+    /// Boot-time nanoseconds of an exit (the tracer start for `BeforeStart`).
+    pub fn exit_ns(&self, t: ExitTime) -> u64 {
+        match t {
+            ExitTime::At(ns) => ns,
+            ExitTime::BeforeStart => self.started_ns,
+        }
+    }
+
+    fn proc(&self, slot: Slot) -> Option<&Process> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    fn proc_mut(&mut self, slot: Slot) -> &mut Process {
+        match self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+            Some(p) => p,
+            // Slots handed out by `insert` stay occupied until `remove`;
+            // every caller holds a slot it just looked up.
+            None => unreachable!("ledger slot {slot} is empty"),
+        }
+    }
+
+    fn insert(&mut self, process: Process) -> Slot {
+        let key = process.key;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(process);
+                slot
+            }
+            None => {
+                self.slots.push(Some(process));
+                (self.slots.len() - 1) as Slot
+            }
+        };
+        self.by_key.insert(key, slot);
+        slot
+    }
+
+    /// The slot of `key`, creating a placeholder for a process first seen as
+    /// a parent, adopter or waiter.
+    fn slot_or_placeholder(&mut self, key: ProcKey, comm: Comm) -> Slot {
+        match self.by_key.get(&key) {
+            Some(&slot) => slot,
+            None => self.insert(Process::new(key, comm, ProcState::Alive, key.pid)),
+        }
+    }
+
+    fn link(&mut self, child: Slot, parent: Slot) {
+        let head = self.proc(parent).and_then(|p| p.first_child);
+        {
+            let c = self.proc_mut(child);
+            c.parent = Some(parent);
+            c.prev_sibling = None;
+            c.next_sibling = head;
+        }
+        if let Some(head) = head {
+            self.proc_mut(head).prev_sibling = Some(child);
+        }
+        self.proc_mut(parent).first_child = Some(child);
+        if let ProcState::Zombie(t) = self.proc_mut(child).state {
+            let vpid = self.proc_mut(child).vpid;
+            self.zombies.insert((parent, vpid), child);
+            let stats = &mut self.proc_mut(parent).stats;
+            stats.pending += 1;
+            if t == ExitTime::BeforeStart {
+                stats.pending_before_start += 1;
+            }
+        }
+    }
+
+    fn unlink(&mut self, child: Slot) {
+        let (parent, prev, next, state, vpid) = {
+            let c = self.proc_mut(child);
+            let out = (c.parent, c.prev_sibling, c.next_sibling, c.state, c.vpid);
+            c.parent = None;
+            c.prev_sibling = None;
+            c.next_sibling = None;
+            out
+        };
+        let Some(parent) = parent else { return };
+        match prev {
+            Some(prev) => self.proc_mut(prev).next_sibling = next,
+            None => self.proc_mut(parent).first_child = next,
+        }
+        if let Some(next) = next {
+            self.proc_mut(next).prev_sibling = prev;
+        }
+        if let ProcState::Zombie(t) = state {
+            if self.zombies.get(&(parent, vpid)) == Some(&child) {
+                self.zombies.remove(&(parent, vpid));
+            }
+            let stats = &mut self.proc_mut(parent).stats;
+            stats.pending -= 1;
+            if t == ExitTime::BeforeStart {
+                stats.pending_before_start -= 1;
+            }
+        }
+    }
+
+    /// Removes a released process. Its children must already have moved.
+    fn remove(&mut self, slot: Slot) {
+        self.unlink(slot);
+        // Children left behind (only if an adopter was unknown) lose their
+        // reaper link; they are re-linked when their own events name one.
+        let mut child = self.proc(slot).and_then(|p| p.first_child);
+        while let Some(c) = child {
+            child = self.proc(c).and_then(|p| p.next_sibling);
+            self.unlink(c);
+        }
+        if let Some(p) = self.slots[slot as usize].take() {
+            self.by_key.remove(&p.key);
+        }
+        self.free.push(slot);
+    }
+
+    /// Makes `child` a zombie owed by its current parent.
+    fn mark_zombie(&mut self, child: Slot, exited: ExitTime) {
+        let parent = self.proc_mut(child).parent;
+        match parent {
+            Some(parent) => {
+                // Re-link so that the zombie index and counters follow.
+                self.unlink(child);
+                self.proc_mut(child).state = ProcState::Zombie(exited);
+                self.link(child, parent);
+            }
+            None => self.proc_mut(child).state = ProcState::Zombie(exited),
+        }
+    }
+
+    fn release(&mut self, child: Slot, how: ReapKind, now_ns: u64, emit: &mut impl FnMut(Change)) {
+        let c = self.proc_mut(child);
+        let (child_key, child_comm, state, parent) = (c.key, c.comm, c.state, c.parent);
+        self.remove(child);
+        let exited = match state {
+            ProcState::Zombie(t) => t,
+            ProcState::Alive => ExitTime::At(now_ns),
+        };
+        let (reaper, reaper_comm, pending) = match parent.and_then(|p| self.proc(p)) {
+            Some(p) => (p.key, p.comm, p.stats.pending),
+            None => (
+                ProcKey {
+                    pid: 0,
+                    start_ticks: 0,
+                },
+                Comm::default(),
+                0,
+            ),
+        };
+        emit(Change::Released {
+            reaper,
+            reaper_comm,
+            child: child_key,
+            child_comm,
+            how,
+            exited,
+            released_ns: now_ns,
+            pending,
+        });
+    }
+
+    /// Seeds the ledger from a /proc scan: every process with its parent
+    /// link; zombies with [`ExitTime::BeforeStart`]. `vpid_of` maps a child
+    /// to its PID as its parent sees it (differs only across PID namespaces).
+    pub fn seed(&mut self, stats: &[ProcStat], mut vpid_of: impl FnMut(&ProcStat) -> u32) {
+        let mut slot_of_pid: HashMap<u32, Slot> = HashMap::with_capacity(stats.len());
+        for st in stats {
+            let key = ProcKey {
+                pid: st.pid,
+                start_ticks: st.start_ticks,
+            };
+            if self.by_key.contains_key(&key) {
+                continue;
+            }
+            let state = if st.is_zombie() {
+                ProcState::Zombie(ExitTime::BeforeStart)
+            } else {
+                ProcState::Alive
+            };
+            let slot = self.insert(Process::new(key, Comm(st.comm), state, vpid_of(st)));
+            slot_of_pid.insert(st.pid, slot);
+        }
+        for st in stats {
+            if let (Some(&child), Some(&parent)) =
+                (slot_of_pid.get(&st.pid), slot_of_pid.get(&st.ppid))
+                && st.ppid != 0
+                && self.proc_mut(child).parent.is_none()
+            {
+                self.link(child, parent);
+            }
+        }
+    }
+
+    /// Applies one kernel event, reporting what changed to `emit`.
+    pub fn apply(&mut self, event: &Event, emit: &mut impl FnMut(Change)) {
+        self.counters.events += 1;
+        match event {
+            Event::Fork(e) => self.on_fork(e),
+            Event::Exit(e) => self.on_exit(e, emit),
+            Event::Exec(e) => {
+                let key = self.clock.key(&e.process);
+                let slot = self.slot_or_placeholder(key, Comm(e.comm));
+                self.proc_mut(slot).comm = Comm(e.comm);
+            }
+            Event::Wait(e) => self.on_wait(e, emit),
+        }
+    }
+
+    fn on_fork(&mut self, e: &ForkEvent) {
+        let parent_key = self.clock.key(&e.parent);
+        // The child inherited the forking task's comm.
+        let parent = self.slot_or_placeholder(parent_key, Comm(e.comm));
+        self.proc_mut(parent).stats.forks += 1;
+        let child_key = self.clock.key(&e.child);
+        if let Some(&child) = self.by_key.get(&child_key) {
+            // Already known from the start-up scan, which raced this event.
+            if self.proc_mut(child).parent.is_none() {
+                self.link(child, parent);
+            }
+            return;
+        }
+        let child = self.insert(Process::new(
+            child_key,
+            Comm(e.comm),
+            ProcState::Alive,
+            e.child_vpid,
+        ));
+        self.link(child, parent);
+    }
+
+    fn on_exit(&mut self, e: &ExitEvent, emit: &mut impl FnMut(Change)) {
+        let now = e.header.timestamp_ns;
+        let key = self.clock.key(&e.process);
+        let child = match self.by_key.get(&key) {
+            Some(&slot) => slot,
+            None => self.insert(Process::new(key, Comm(e.comm), ProcState::Alive, e.vpid)),
+        };
+        match self.proc_mut(child).state {
+            ProcState::Zombie(ExitTime::At(_)) => {
+                self.counters.duplicate_exits += 1;
+                return;
+            }
+            ProcState::Zombie(ExitTime::BeforeStart) => {
+                // The scan saw it dead after tracing began: now we know when.
+                self.counters.duplicate_exits += 1;
+                self.mark_zombie(child, ExitTime::At(now));
+                return;
+            }
+            ProcState::Alive => {}
+        }
+        {
+            let c = self.proc_mut(child);
+            c.comm = Comm(e.comm);
+            c.vpid = e.vpid;
+        }
+
+        // Who must reap it: the kernel's real_parent at exit, unless that is
+        // a process we already saw die, in which case the ledger has already
+        // moved this child to its adopter (the child's exit raced the
+        // parent's reparenting in the kernel).
+        let event_parent = self.clock.key(&e.parent);
+        let event_parent_dead = self
+            .by_key
+            .get(&event_parent)
+            .and_then(|&s| self.proc(s))
+            .is_some_and(|p| p.is_zombie() && !p.dead_ns_init);
+        let current = self.proc_mut(child).parent;
+        let parent = match current {
+            Some(p) if event_parent_dead || self.proc(p).map(|p| p.key) == Some(event_parent) => p,
+            _ => {
+                let p = self.slot_or_placeholder(event_parent, Comm::default());
+                self.unlink(child);
+                self.link(child, p);
+                p
+            }
+        };
+
+        let flags = e.flags;
+        self.proc_mut(parent).stats.exits += 1;
+        self.adopt_children(child, e, emit);
+        if flags & exit_flags::NS_INIT != 0 {
+            self.proc_mut(child).dead_ns_init = true;
+        }
+
+        let parent_is_dead_ns_init = self.proc(parent).is_some_and(|p| p.dead_ns_init);
+        if flags & exit_flags::AUTOREAP != 0 {
+            self.proc_mut(parent).stats.auto_reaped += 1;
+            let how = if self.proc_mut(child).adopted {
+                ReapKind::AdopterAutoReap
+            } else {
+                ReapKind::AutoReap
+            };
+            self.release(child, how, now, emit);
+        } else if parent_is_dead_ns_init {
+            self.release(child, ReapKind::NamespaceTeardown, now, emit);
+        } else {
+            self.mark_zombie(child, ExitTime::At(now));
+            let p = self.proc_mut(parent);
+            emit(Change::Exited {
+                parent: p.key,
+                parent_comm: p.comm,
+                child: key,
+                pending: p.stats.pending,
+            });
+        }
+    }
+
+    /// Moves the children of the dying process `dead` to its adopter
+    /// (invariant 5), or releases its zombies when the kernel does.
+    fn adopt_children(&mut self, dead: Slot, e: &ExitEvent, emit: &mut impl FnMut(Change)) {
+        let Some(first) = self.proc_mut(dead).first_child else {
+            return;
+        };
+        let now = e.header.timestamp_ns;
+        let from = self.proc_mut(dead).key;
+        if e.flags & exit_flags::NS_INIT != 0 {
+            // The kernel kills the namespace and reaps it from inside
+            // zap_pid_ns_processes(); zombies go now, live children when
+            // their own exits arrive.
+            let mut child = Some(first);
+            while let Some(c) = child {
+                child = self.proc(c).and_then(|p| p.next_sibling);
+                if self.proc_mut(c).is_zombie() {
+                    self.release(c, ReapKind::NamespaceTeardown, now, emit);
+                }
+            }
+            return;
+        }
+        if e.flags & exit_flags::HAS_ADOPTER == 0 {
+            return;
+        }
+        let adopter_key = self.clock.key(&e.adopter);
+        let adopter = self.slot_or_placeholder(adopter_key, Comm::default());
+        let autoreaps = e.flags & exit_flags::ADOPTER_AUTOREAPS != 0;
+        let (mut moved, mut zombies) = (0u32, 0u32);
+        let mut child = Some(first);
+        while let Some(c) = child {
+            child = self.proc(c).and_then(|p| p.next_sibling);
+            self.unlink(c);
+            self.proc_mut(c).adopted = true;
+            moved += 1;
+            if self.proc_mut(c).is_zombie() {
+                zombies += 1;
+                if autoreaps {
+                    // reparent_leader(): the adopter ignores SIGCHLD, so the
+                    // kernel releases inherited zombies on the spot.
+                    self.link(c, adopter);
+                    self.release(c, ReapKind::AdopterAutoReap, now, emit);
+                    continue;
+                }
+            }
+            self.link(c, adopter);
+        }
+        let a = self.proc_mut(adopter);
+        a.stats.adopted += u64::from(moved);
+        emit(Change::Adopted {
+            from,
+            to: a.key,
+            to_comm: a.comm,
+            children: moved,
+            zombies,
+            pending: a.stats.pending,
+        });
+    }
+
+    fn on_wait(&mut self, e: &WaitEvent, emit: &mut impl FnMut(Change)) {
+        let waiter_key = self.clock.key(&e.waiter);
+        let waiter = self.slot_or_placeholder(waiter_key, Comm::default());
+        self.proc_mut(waiter).stats.wait_calls += 1;
+        let Some(vpid) = reaped_vpid(e) else { return };
+        match self.zombies.get(&(waiter, vpid)).copied() {
+            Some(child) => {
+                let how = if self.proc_mut(child).adopted {
+                    ReapKind::AdopterWait
+                } else {
+                    ReapKind::ParentWait
+                };
+                self.proc_mut(waiter).stats.reaped += 1;
+                self.release(child, how, e.header.timestamp_ns, emit);
+            }
+            None => self.counters.unmatched_reaps += 1,
+        }
+    }
+}
+
+/// The child a wait return released, as the waiter's vpid; `None` when the
+/// call released nothing (error, WNOHANG with nothing ready, a stop or
+/// continue report, or a WNOWAIT peek).
+fn reaped_vpid(e: &WaitEvent) -> Option<u32> {
+    use zombie_trace_common::{WaitSyscall, wait_flags};
+    let read = e.flags & wait_flags::RESULT_READ != 0;
+    match WaitSyscall::try_from(e.syscall).ok()? {
+        WaitSyscall::Wait4 => {
+            if e.ret <= 0 {
+                return None;
+            }
+            if read && ((e.status & 0xff) == SIGCHLD_STOPPED || e.status == SIGCHLD_CONTINUED) {
+                return None;
+            }
+            u32::try_from(e.ret).ok()
+        }
+        WaitSyscall::Waitid => {
+            if e.ret != 0 || !read || e.options & WNOWAIT != 0 {
+                return None;
+            }
+            if !(CLD_EXITED..=CLD_DUMPED).contains(&e.status) {
+                return None;
+            }
+            u32::try_from(e.child_vpid).ok().filter(|&p| p > 0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,393 @@
+//! The process model without the kernel: synthetic events, exact ledgers.
+
+use super::*;
+use zombie_trace_common::{EventHeader, EventKind, WaitSyscall, wait_flags};
+
+const TICKS: u64 = 100;
+const NS_PER_TICK: u64 = 1_000_000_000 / TICKS;
+
+fn clock() -> TickClock {
+    TickClock::new(TICKS)
+}
+
+fn id(pid: u32, start_tick: u64) -> ProcessId {
+    ProcessId {
+        tgid: pid,
+        _pad: 0,
+        start_boottime_ns: start_tick * NS_PER_TICK + 1234,
+    }
+}
+
+fn key(pid: u32, start_tick: u64) -> ProcKey {
+    clock().key(&id(pid, start_tick))
+}
+
+fn comm(name: &str) -> [u8; COMM_LEN] {
+    let mut c = [0u8; COMM_LEN];
+    c[..name.len()].copy_from_slice(name.as_bytes());
+    c
+}
+
+fn header(kind: EventKind, ts: u64) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        tid: 0,
+        timestamp_ns: ts,
+    }
+}
+
+fn fork(ts: u64, parent: ProcessId, child: ProcessId) -> Event {
+    Event::Fork(ForkEvent {
+        header: header(EventKind::Fork, ts),
+        child,
+        parent,
+        child_vpid: child.tgid,
+        _pad: 0,
+        comm: comm("runner"),
+    })
+}
+
+fn exit(ts: u64, process: ProcessId, parent: ProcessId, flags: u32, adopter: ProcessId) -> Event {
+    Event::Exit(ExitEvent {
+        header: header(EventKind::Exit, ts),
+        process,
+        parent,
+        adopter,
+        vpid: process.tgid,
+        exit_code: 0,
+        flags,
+        _pad: 0,
+        comm: comm("child"),
+    })
+}
+
+fn wait4(ts: u64, waiter: ProcessId, ret: i64) -> Event {
+    Event::Wait(WaitEvent {
+        header: header(EventKind::Wait, ts),
+        waiter,
+        syscall: WaitSyscall::Wait4 as u32,
+        options: 0,
+        target: -1,
+        idtype: 0,
+        ret,
+        child_vpid: ret as i32,
+        status: 0,
+        flags: wait_flags::ENTRY_SEEN | wait_flags::RESULT_READ,
+        _pad: 0,
+        entry_ns: ts,
+    })
+}
+
+fn waitid(ts: u64, waiter: ProcessId, child: u32, si_code: i32, options: u32) -> Event {
+    Event::Wait(WaitEvent {
+        header: header(EventKind::Wait, ts),
+        waiter,
+        syscall: WaitSyscall::Waitid as u32,
+        options,
+        target: 0,
+        idtype: 0,
+        ret: 0,
+        child_vpid: child as i32,
+        status: si_code,
+        flags: wait_flags::ENTRY_SEEN | wait_flags::RESULT_READ,
+        _pad: 0,
+        entry_ns: ts,
+    })
+}
+
+struct Fixture {
+    ledger: Ledger,
+    changes: Vec<Change>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            ledger: Ledger::new(clock(), 1_000, 64),
+            changes: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, event: Event) {
+        let changes = &mut self.changes;
+        self.ledger.apply(&event, &mut |c| changes.push(c));
+    }
+
+    fn pending(&self, k: ProcKey) -> u32 {
+        self.ledger.get(&k).map_or(0, |p| p.stats.pending)
+    }
+
+    fn released(&self) -> Vec<(u32, ReapKind)> {
+        self.changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Released { child, how, .. } => Some((child.pid, *how)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+const NONE: ProcessId = ProcessId {
+    tgid: 0,
+    _pad: 0,
+    start_boottime_ns: 0,
+};
+
+#[test]
+fn a_parent_that_never_waits_owes_every_child() {
+    let mut f = Fixture::new();
+    let parent = id(1847, 5);
+    for pid in 2000..2010 {
+        f.apply(fork(10, parent, id(pid, 7)));
+        f.apply(exit(20 + u64::from(pid), id(pid, 7), parent, 0, id(1, 0)));
+    }
+    assert_eq!(f.pending(key(1847, 5)), 10);
+    let stats = f.ledger.get(&key(1847, 5)).map(|p| p.stats);
+    assert_eq!(
+        stats.map(|s| (s.forks, s.exits, s.reaped)),
+        Some((10, 10, 0))
+    );
+    assert_eq!(
+        f.ledger.oldest_zombie(&key(1847, 5)),
+        Some(ExitTime::At(2020))
+    );
+}
+
+#[test]
+fn a_wait_releases_exactly_the_child_it_names() {
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.apply(fork(1, parent, id(200, 2)));
+    f.apply(fork(1, parent, id(201, 2)));
+    f.apply(exit(5, id(200, 2), parent, 0, id(1, 0)));
+    f.apply(exit(6, id(201, 2), parent, 0, id(1, 0)));
+    f.apply(wait4(9, parent, 201));
+    assert_eq!(f.pending(key(100, 1)), 1);
+    assert_eq!(f.released(), vec![(201, ReapKind::ParentWait)]);
+    assert!(
+        f.ledger.get(&key(201, 2)).is_none(),
+        "released zombies leave"
+    );
+    assert!(f.ledger.get(&key(200, 2)).is_some_and(|p| p.is_zombie()));
+}
+
+#[test]
+fn a_pid_reused_by_a_new_process_is_a_different_process() {
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.apply(fork(1, parent, id(300, 2)));
+    f.apply(exit(2, id(300, 2), parent, 0, id(1, 0)));
+    // PID 300 is still a zombie; a stale event about an older PID 300 must
+    // not touch it, and a new PID 300 after the reap is a new process.
+    f.apply(wait4(3, parent, 300));
+    f.apply(fork(4, parent, id(300, 9)));
+    assert_eq!(f.pending(key(100, 1)), 0);
+    assert!(f.ledger.get(&key(300, 9)).is_some_and(|p| !p.is_zombie()));
+    f.apply(exit(5, id(300, 9), parent, 0, id(1, 0)));
+    assert_eq!(f.pending(key(100, 1)), 1);
+    assert_eq!(
+        f.ledger.oldest_zombie(&key(100, 1)),
+        Some(ExitTime::At(5)),
+        "the new zombie's exit time, not the old one's"
+    );
+}
+
+#[test]
+fn stop_reports_and_wnowait_peeks_release_nothing() {
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.apply(fork(1, parent, id(200, 2)));
+    f.apply(exit(2, id(200, 2), parent, 0, id(1, 0)));
+    let Event::Wait(mut stopped) = wait4(3, parent, 200) else {
+        unreachable!()
+    };
+    stopped.status = 0x137f; // WIFSTOPPED, SIGSTOP
+    f.apply(Event::Wait(stopped));
+    f.apply(waitid(4, parent, 200, 1, 0x0100_0000)); // WNOWAIT
+    f.apply(waitid(5, parent, 200, 5, 0)); // CLD_STOPPED
+    assert_eq!(f.pending(key(100, 1)), 1);
+    f.apply(waitid(6, parent, 200, 1, 0)); // CLD_EXITED
+    assert_eq!(f.pending(key(100, 1)), 0);
+    assert_eq!(
+        f.ledger.get(&key(100, 1)).map(|p| p.stats.wait_calls),
+        Some(4)
+    );
+}
+
+#[test]
+fn auto_reaped_children_never_become_pending() {
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.apply(fork(1, parent, id(200, 2)));
+    f.apply(exit(2, id(200, 2), parent, exit_flags::AUTOREAP, id(1, 0)));
+    assert_eq!(f.pending(key(100, 1)), 0);
+    assert_eq!(f.released(), vec![(200, ReapKind::AutoReap)]);
+    assert_eq!(
+        f.ledger.get(&key(100, 1)).map(|p| p.stats.auto_reaped),
+        Some(1)
+    );
+}
+
+#[test]
+fn a_dying_parent_hands_its_zombies_and_children_to_the_adopter() {
+    let mut f = Fixture::new();
+    let init = id(1, 0);
+    let sub = id(50, 1);
+    let leaky = id(100, 2);
+    f.apply(fork(1, sub, leaky));
+    for pid in [200, 201, 202] {
+        f.apply(fork(2, leaky, id(pid, 3)));
+    }
+    f.apply(exit(3, id(200, 3), leaky, 0, init));
+    f.apply(exit(4, id(201, 3), leaky, 0, init));
+    assert_eq!(f.pending(key(100, 2)), 2);
+    // The leaky parent dies; the kernel names the subreaper as adopter.
+    f.apply(exit(5, leaky, sub, exit_flags::HAS_ADOPTER, sub));
+    assert_eq!(f.pending(key(100, 2)), 0, "its zombies leave its row");
+    assert_eq!(
+        f.pending(key(50, 1)),
+        3,
+        "two adopted zombies + leaky itself"
+    );
+    // The live child exits later: the subreaper owes it too, even though the
+    // event still names the dead parent (it raced the reparenting).
+    f.apply(exit(6, id(202, 3), leaky, 0, init));
+    assert_eq!(f.pending(key(50, 1)), 4);
+    assert_eq!(
+        f.ledger.parent_of(&key(202, 3)).map(|p| p.key),
+        Some(key(50, 1))
+    );
+    // The subreaper reaps an adopted one: an adopter reap.
+    f.apply(wait4(7, sub, 201));
+    assert_eq!(f.released(), vec![(201, ReapKind::AdopterWait)]);
+    assert_eq!(
+        f.ledger.oldest_zombie(&key(50, 1)),
+        Some(ExitTime::At(3)),
+        "adopted zombies keep their exit time"
+    );
+}
+
+#[test]
+fn an_adopter_that_ignores_sigchld_releases_inherited_zombies() {
+    let mut f = Fixture::new();
+    let init = id(1, 0);
+    let leaky = id(100, 2);
+    f.apply(fork(1, init, leaky));
+    f.apply(fork(2, leaky, id(200, 3)));
+    f.apply(exit(3, id(200, 3), leaky, 0, init));
+    f.apply(exit(
+        5,
+        leaky,
+        init,
+        exit_flags::HAS_ADOPTER | exit_flags::ADOPTER_AUTOREAPS,
+        init,
+    ));
+    assert_eq!(f.pending(key(1, 0)), 1, "only the leaky parent itself");
+    assert_eq!(f.released(), vec![(200, ReapKind::AdopterAutoReap)]);
+}
+
+#[test]
+fn a_dead_namespace_init_takes_its_namespace_with_it() {
+    let mut f = Fixture::new();
+    let shim = id(90, 1);
+    let ns_init = id(100, 2);
+    f.apply(fork(1, shim, ns_init));
+    f.apply(fork(2, ns_init, id(200, 3)));
+    f.apply(fork(2, ns_init, id(201, 3)));
+    f.apply(exit(3, id(200, 3), ns_init, 0, NONE));
+    f.apply(exit(4, ns_init, shim, exit_flags::NS_INIT, NONE));
+    f.apply(exit(5, id(201, 3), ns_init, 0, NONE));
+    assert_eq!(f.pending(key(100, 2)), 0);
+    assert_eq!(
+        f.released(),
+        vec![
+            (200, ReapKind::NamespaceTeardown),
+            (201, ReapKind::NamespaceTeardown)
+        ]
+    );
+    assert_eq!(f.pending(key(90, 1)), 1, "the shim owes the init's reap");
+}
+
+#[test]
+fn duplicate_exits_from_racing_threads_count_once() {
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.apply(fork(1, parent, id(200, 2)));
+    f.apply(exit(2, id(200, 2), parent, 0, id(1, 0)));
+    f.apply(exit(2, id(200, 2), parent, 0, id(1, 0)));
+    assert_eq!(f.pending(key(100, 1)), 1);
+    assert_eq!(f.ledger.counters.duplicate_exits, 1);
+}
+
+fn stat(pid: u32, ppid: u32, state: char, start_ticks: u64) -> ProcStat {
+    ProcStat {
+        pid,
+        ppid,
+        state,
+        comm: comm("scanned"),
+        start_ticks,
+        num_threads: 1,
+    }
+}
+
+#[test]
+fn zombies_found_at_start_are_owed_since_before_start() {
+    let mut f = Fixture::new();
+    f.ledger.seed(
+        &[
+            stat(1, 0, 'S', 0),
+            stat(1847, 1, 'S', 5),
+            stat(3000, 1847, 'Z', 6),
+            stat(3001, 1847, 'Z', 6),
+            stat(3002, 1847, 'S', 6),
+        ],
+        |st| st.pid,
+    );
+    assert_eq!(f.pending(key(1847, 5)), 2);
+    let p = f.ledger.get(&key(1847, 5)).map(|p| p.stats);
+    assert_eq!(p.map(|s| s.pending_before_start), Some(2));
+    assert_eq!(
+        f.ledger.oldest_zombie(&key(1847, 5)),
+        Some(ExitTime::BeforeStart)
+    );
+    // An exit event that raced the scan tells us when it really happened.
+    f.apply(exit(
+        1_500,
+        ProcessId {
+            tgid: 3000,
+            _pad: 0,
+            start_boottime_ns: 6 * NS_PER_TICK,
+        },
+        id(1847, 5),
+        0,
+        id(1, 0),
+    ));
+    assert_eq!(f.pending(key(1847, 5)), 2);
+    assert_eq!(
+        f.ledger
+            .get(&key(1847, 5))
+            .map(|p| p.stats.pending_before_start),
+        Some(1)
+    );
+    // The parent's wait releases a before-start zombie.
+    f.apply(wait4(2_000, id(1847, 5), 3001));
+    assert_eq!(f.pending(key(1847, 5)), 1);
+}
+
+#[test]
+fn threads_are_invisible_to_the_ledger() {
+    // The kernel side never sends thread events; a process whose thread
+    // reaps is still the same process (tgid identity).
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.apply(fork(1, parent, id(200, 2)));
+    f.apply(exit(2, id(200, 2), parent, 0, id(1, 0)));
+    let Event::Wait(mut from_thread) = wait4(3, parent, 200) else {
+        unreachable!()
+    };
+    from_thread.header.tid = 101;
+    f.apply(Event::Wait(from_thread));
+    assert_eq!(f.pending(key(100, 1)), 0);
+    assert_eq!(f.ledger.len(), 1);
+}

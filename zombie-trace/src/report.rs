@@ -1,0 +1,421 @@
+//! Views on the ledger: per-parent rows, the periodic report, alerts and the
+//! /proc-only snapshot, as JSON (a stable contract) or text.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::model::{Change, ExitTime, Ledger, ProcKey, ProcState, Process};
+
+/// Which parents a view shows.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub pid: Option<u32>,
+    /// Substring of the parent's comm.
+    pub comm: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, p: &Process) -> bool {
+        self.pid.is_none_or(|pid| p.key.pid == pid)
+            && self
+                .comm
+                .as_deref()
+                .is_none_or(|c| p.comm.as_str_lossy().contains(c))
+    }
+}
+
+/// One parent that owes reaps. JSON field names are a contract: add, never rename.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ParentRow {
+    pub pid: u32,
+    pub comm: String,
+    /// Start time in clock ticks since boot: with `pid`, the parent's identity.
+    pub start_ticks: u64,
+    pub pending_zombies: u32,
+    /// Of `pending_zombies`, those already zombies when tracing started.
+    pub zombies_before_start: u32,
+    /// Age of the oldest pending zombie. For zombies older than the tracer it
+    /// counts from the tracer's start (a lower bound): see `oldest_zombie_age_exact`.
+    pub oldest_zombie_age_ms: u64,
+    pub oldest_zombie_age_exact: bool,
+    pub forks: u64,
+    pub exits: u64,
+    pub reaped: u64,
+    pub auto_reaped: u64,
+    pub adopted: u64,
+    pub wait_calls: u64,
+}
+
+impl ParentRow {
+    pub fn of(ledger: &Ledger, p: &Process, now_ns: u64) -> Self {
+        let oldest = ledger.oldest_zombie(&p.key);
+        let age_ns = oldest.map_or(0, |t| now_ns.saturating_sub(ledger.exit_ns(t)));
+        Self {
+            pid: p.key.pid,
+            comm: p.comm.as_str_lossy(),
+            start_ticks: p.key.start_ticks,
+            pending_zombies: p.stats.pending,
+            zombies_before_start: p.stats.pending_before_start,
+            oldest_zombie_age_ms: age_ns / 1_000_000,
+            oldest_zombie_age_exact: !matches!(oldest, Some(ExitTime::BeforeStart)),
+            forks: p.stats.forks,
+            exits: p.stats.exits,
+            reaped: p.stats.reaped,
+            auto_reaped: p.stats.auto_reaped,
+            adopted: p.stats.adopted,
+            wait_calls: p.stats.wait_calls,
+        }
+    }
+}
+
+/// Parents with at least one pending zombie, worst first (most pending, then
+/// oldest zombie).
+pub fn parent_rows(ledger: &Ledger, filter: &Filter, now_ns: u64) -> Vec<ParentRow> {
+    let mut rows: Vec<ParentRow> = ledger
+        .parents_with_zombies()
+        .filter(|p| filter.matches(p))
+        .map(|p| ParentRow::of(ledger, p, now_ns))
+        .collect();
+    rows.sort_by(|a, b| {
+        b.pending_zombies
+            .cmp(&a.pending_zombies)
+            .then(b.oldest_zombie_age_ms.cmp(&a.oldest_zombie_age_ms))
+            .then(a.pid.cmp(&b.pid))
+    });
+    rows
+}
+
+/// How full the PID space is.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Pressure {
+    /// Tasks (threads) in use: each holds a PID.
+    pub tasks: u64,
+    pub pid_max: u32,
+}
+
+impl Pressure {
+    /// Reads the kernel's task count from /proc/loadavg (cheap: no scan).
+    pub fn read() -> Option<Self> {
+        let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+        let tasks = loadavg
+            .split_whitespace()
+            .nth(3)?
+            .split('/')
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(Self {
+            tasks,
+            pid_max: crate::procfs::pid_max().ok()?,
+        })
+    }
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn timestamp(now: SystemTime) -> String {
+    humantime::format_rfc3339_millis(now).to_string()
+}
+
+/// The periodic `watch` report. JSON: `{"type":"report",...}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub parents: Vec<ParentRow>,
+    pub lost_events: u64,
+    pub pending_zombies: u64,
+    #[serde(flatten)]
+    pub pressure: Option<Pressure>,
+    /// Events the kernel sent that the ledger applied.
+    pub events: u64,
+}
+
+impl Report {
+    pub fn new(ledger: &Ledger, filter: &Filter, now_ns: u64, lost_events: u64) -> Self {
+        let parents = parent_rows(ledger, filter, now_ns);
+        Self {
+            kind: "report",
+            time: timestamp(SystemTime::now()),
+            pending_zombies: parents.iter().map(|p| u64::from(p.pending_zombies)).sum(),
+            parents,
+            lost_events,
+            pressure: Pressure::read(),
+            events: ledger.counters.events,
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let pressure = self.pressure.map_or(String::new(), |p| {
+            format!(
+                "  tasks {}/{} ({:.1}% of pid_max)",
+                p.tasks,
+                p.pid_max,
+                100.0 * p.tasks as f64 / f64::from(p.pid_max.max(1))
+            )
+        });
+        let _ = writeln!(
+            out,
+            "{}  {} pending zombies, {} parents{}  lost events: {}",
+            self.time,
+            self.pending_zombies,
+            self.parents.len(),
+            pressure,
+            self.lost_events
+        );
+        if self.lost_events > 0 {
+            let _ = writeln!(
+                out,
+                "  warning: the kernel dropped {} events (ring buffer full): counts may be low; raise --ring-bytes",
+                self.lost_events
+            );
+        }
+        if self.parents.is_empty() {
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "  {:>7} {:<16} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            "PID", "COMM", "PENDING", "OLDEST", "FORKS", "EXITS", "REAPED", "AUTO", "ADOPTED"
+        );
+        for p in &self.parents {
+            let age = format_age(p.oldest_zombie_age_ms);
+            let age = if p.oldest_zombie_age_exact {
+                age
+            } else {
+                format!(">{age}")
+            };
+            let _ = writeln!(
+                out,
+                "  {:>7} {:<16} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                p.pid,
+                p.comm,
+                p.pending_zombies,
+                age,
+                p.forks,
+                p.exits,
+                p.reaped,
+                p.auto_reaped,
+                p.adopted
+            );
+        }
+        out
+    }
+}
+
+/// `1d3h`, `4m12s`, `850ms`.
+pub fn format_age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..60 => format!("{}.{}s", s, (ms % 1000) / 100),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// An alert: a parent reached the threshold. JSON: `{"type":"alert",...}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub parent: ParentRow,
+    pub threshold: u32,
+}
+
+impl Alert {
+    pub fn to_text(&self) -> String {
+        format!(
+            "{}  ALERT pid {} ({}) owes {} reaps (threshold {}), oldest zombie {}{}\n",
+            self.time,
+            self.parent.pid,
+            self.parent.comm,
+            self.parent.pending_zombies,
+            self.threshold,
+            if self.parent.oldest_zombie_age_exact {
+                ""
+            } else {
+                ">"
+            },
+            format_age(self.parent.oldest_zombie_age_ms)
+        )
+    }
+}
+
+/// Decides when a parent crosses the alert threshold. Fires once per
+/// crossing; re-arms when the parent falls back below the threshold.
+#[derive(Debug)]
+pub struct AlertTracker {
+    threshold: u32,
+    alerted: HashSet<ProcKey>,
+    due: Vec<ProcKey>,
+}
+
+impl AlertTracker {
+    pub fn new(threshold: u32) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            alerted: HashSet::new(),
+            due: Vec::new(),
+        }
+    }
+
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    /// Parents already over the threshold when tracing starts.
+    pub fn seed(&mut self, ledger: &Ledger) {
+        for p in ledger.parents_with_zombies() {
+            self.observe(p.key, p.stats.pending);
+        }
+    }
+
+    fn observe(&mut self, parent: ProcKey, pending: u32) {
+        if pending >= self.threshold {
+            if self.alerted.insert(parent) {
+                self.due.push(parent);
+            }
+        } else {
+            self.alerted.remove(&parent);
+        }
+    }
+
+    /// Feeds one ledger change (hot path: no allocation unless an alert fires).
+    pub fn on_change(&mut self, change: &Change) {
+        match *change {
+            Change::Exited {
+                parent, pending, ..
+            } => self.observe(parent, pending),
+            Change::Adopted { to, pending, .. } => self.observe(to, pending),
+            Change::Released {
+                reaper, pending, ..
+            } => {
+                if pending < self.threshold {
+                    self.alerted.remove(&reaper);
+                }
+            }
+        }
+    }
+
+    /// Alerts that fired since the last call, for parents the filter shows.
+    pub fn take(&mut self, ledger: &Ledger, filter: &Filter, now_ns: u64) -> Vec<Alert> {
+        let threshold = self.threshold;
+        let time = timestamp(SystemTime::now());
+        self.due
+            .drain(..)
+            .filter_map(|key| ledger.get(&key))
+            .filter(|p| filter.matches(p))
+            .map(|p| Alert {
+                kind: "alert",
+                time: time.clone(),
+                parent: ParentRow::of(ledger, p, now_ns),
+                threshold,
+            })
+            .collect()
+    }
+}
+
+/// `zombie-trace snapshot`: zombies grouped by who owes the reap, from /proc.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    pub time: String,
+    pub pid_max: u32,
+    pub tasks: u64,
+    pub zombies: u64,
+    pub parents: Vec<SnapshotParent>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotParent {
+    pub pid: u32,
+    pub comm: String,
+    pub state: &'static str,
+    pub pending_zombies: u32,
+    pub zombie_pids: Vec<u32>,
+}
+
+impl Snapshot {
+    pub fn new(ledger: &Ledger, filter: &Filter, tasks: u64, pid_max: u32) -> Self {
+        let mut parents: Vec<SnapshotParent> = ledger
+            .parents_with_zombies()
+            .filter(|p| filter.matches(p))
+            .map(|p| {
+                let mut zombie_pids: Vec<u32> = ledger
+                    .children(&p.key)
+                    .filter(|c| c.is_zombie())
+                    .map(|c| c.key.pid)
+                    .collect();
+                zombie_pids.sort_unstable();
+                SnapshotParent {
+                    pid: p.key.pid,
+                    comm: p.comm.as_str_lossy(),
+                    state: match p.state {
+                        ProcState::Alive => "alive",
+                        ProcState::Zombie(_) => "zombie",
+                    },
+                    pending_zombies: p.stats.pending,
+                    zombie_pids,
+                }
+            })
+            .collect();
+        parents.sort_by(|a, b| {
+            b.pending_zombies
+                .cmp(&a.pending_zombies)
+                .then(a.pid.cmp(&b.pid))
+        });
+        Self {
+            time: timestamp(SystemTime::now()),
+            pid_max,
+            tasks,
+            zombies: ledger.processes().filter(|p| p.is_zombie()).count() as u64,
+            parents,
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "{}  {} zombies, {} parents owe reaps; tasks {}/{} pid_max\n",
+            self.time,
+            self.zombies,
+            self.parents.len(),
+            self.tasks,
+            self.pid_max
+        );
+        if self.parents.is_empty() {
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "  {:>7} {:<16} {:>8}  ZOMBIE PIDS",
+            "PID", "COMM", "PENDING"
+        );
+        for p in &self.parents {
+            const SHOWN: usize = 10;
+            let mut pids: Vec<String> = p
+                .zombie_pids
+                .iter()
+                .take(SHOWN)
+                .map(u32::to_string)
+                .collect();
+            if p.zombie_pids.len() > SHOWN {
+                pids.push(format!("... (+{})", p.zombie_pids.len() - SHOWN));
+            }
+            let _ = writeln!(
+                out,
+                "  {:>7} {:<16} {:>8}  {}",
+                p.pid,
+                p.comm,
+                p.pending_zombies,
+                pids.join(" ")
+            );
+        }
+        out
+    }
+}

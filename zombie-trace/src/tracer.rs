@@ -1,0 +1,198 @@
+//! Loading and attaching the eBPF programs, and draining their ring buffer.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+};
+use thiserror::Error;
+use tokio::io::unix::AsyncFd;
+use zombie_trace_common::{
+    DEFAULT_RING_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, LOST_MAP, LOST_SLOTS,
+};
+
+use crate::events::{DecodeError, Event};
+
+/// The eBPF object, built by build.rs, embedded once.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zombie-trace-ebpf"));
+
+/// Raw tracepoints: the task_struct arguments of the scheduler's process
+/// life-cycle events.
+const RAW_TRACEPOINTS: [&str; 3] = [
+    "sched_process_fork",
+    "sched_process_exit",
+    "sched_process_exec",
+];
+/// Classic syscall tracepoints (program name, category, event): wait calls.
+const SYSCALL_TRACEPOINTS: [&str; 4] = [
+    "sys_enter_wait4",
+    "sys_enter_waitid",
+    "sys_exit_wait4",
+    "sys_exit_waitid",
+];
+
+#[derive(Debug, Error)]
+pub enum TracerError {
+    #[error("{0}")]
+    Privileges(String),
+    #[error(transparent)]
+    Layout(#[from] crate::layout::LayoutError),
+    #[error(
+        "--ring-bytes {0} is not usable: the ring buffer size must be a power of two and at least the page size (4096)"
+    )]
+    RingSize(u32),
+    #[error(
+        "loading the eBPF programs failed: {0}; run `zombie-trace check` to see what this kernel lacks"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error(
+        "the eBPF object has no program or map `{0}`: this binary was built from mismatched sources; rebuild with `cargo xtask build`"
+    )]
+    Missing(&'static str),
+    #[error(
+        "the kernel refused program `{name}`: {source}; run `zombie-trace check` to see what this kernel lacks"
+    )]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("the eBPF map `{name}` is unusable: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("waiting on the ring buffer failed: {0}")]
+    Poll(#[source] std::io::Error),
+}
+
+/// Knobs of the kernel side.
+#[derive(Clone, Copy, Debug)]
+pub struct TracerOptions {
+    /// Ring buffer size in bytes (power of two, ≥ page size).
+    pub ring_bytes: u32,
+    /// Decide "whole process exited" from `signal->live` even when the
+    /// kernel passes `group_dead` (to exercise the older kernels' path).
+    pub force_live_counter: bool,
+}
+
+impl Default for TracerOptions {
+    fn default() -> Self {
+        Self {
+            ring_bytes: DEFAULT_RING_BYTES,
+            force_live_counter: false,
+        }
+    }
+}
+
+/// The loaded and attached programs. Detached when dropped.
+pub struct Tracer {
+    ring: AsyncFd<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    layout: KernelLayout,
+    // Owns the programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+}
+
+impl Tracer {
+    /// Loads and attaches the programs. Must be called inside a tokio runtime.
+    pub fn attach(options: TracerOptions) -> Result<Self, TracerError> {
+        if let Some(problem) = crate::check::privilege_problem() {
+            return Err(TracerError::Privileges(problem));
+        }
+        let ring_bytes = options.ring_bytes;
+        if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
+            return Err(TracerError::RingSize(ring_bytes));
+        }
+        let mut layout = crate::layout::discover()?;
+        if options.force_live_counter {
+            layout.exit_has_group_dead_arg = 0;
+        }
+        let mut ebpf = EbpfLoader::new()
+            .override_global(LAYOUT_GLOBAL, &layout, true)
+            .map_max_entries(EVENTS_MAP, ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(TracerError::Load)?;
+
+        for name in RAW_TRACEPOINTS {
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(TracerError::Missing(name))?
+                .try_into()
+                .map_err(|source| TracerError::Program { name, source })?;
+            program
+                .load()
+                .and_then(|()| program.attach(name).map(drop))
+                .map_err(|source| TracerError::Program { name, source })?;
+        }
+        for name in SYSCALL_TRACEPOINTS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(TracerError::Missing(name))?
+                .try_into()
+                .map_err(|source| TracerError::Program { name, source })?;
+            program
+                .load()
+                .and_then(|()| program.attach("syscalls", name).map(drop))
+                .map_err(|source| TracerError::Program { name, source })?;
+        }
+
+        let ring = ebpf
+            .take_map(EVENTS_MAP)
+            .ok_or(TracerError::Missing("EVENTS"))?;
+        let ring = RingBuf::try_from(ring).map_err(|source| TracerError::Map {
+            name: "EVENTS",
+            source,
+        })?;
+        // Safety: the RingBuf owns its map fd, which stays open and the same
+        // for as long as the AsyncFd (which owns the RingBuf) lives.
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|err| TracerError::Poll(err.into_parts().1))?;
+        let lost = ebpf
+            .take_map(LOST_MAP)
+            .ok_or(TracerError::Missing("LOST"))?;
+        let lost = PerCpuArray::try_from(lost).map_err(|source| TracerError::Map {
+            name: "LOST",
+            source,
+        })?;
+        Ok(Self {
+            ring,
+            lost,
+            layout,
+            _ebpf: ebpf,
+        })
+    }
+
+    pub fn layout(&self) -> &KernelLayout {
+        &self.layout
+    }
+
+    /// Events the kernel could not deliver (ring buffer full, wait map full),
+    /// summed over CPUs.
+    pub fn lost_events(&self) -> u64 {
+        (0..LOST_SLOTS)
+            .filter_map(|slot| self.lost.get(&slot, 0).ok())
+            .map(|per_cpu| per_cpu.iter().sum::<u64>())
+            .sum()
+    }
+
+    /// Waits until the ring buffer has records.
+    pub async fn readable(&mut self) -> Result<(), TracerError> {
+        let mut guard = self.ring.readable_mut().await.map_err(TracerError::Poll)?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Hands every record available now to `handle`; returns how many.
+    pub fn drain(&mut self, mut handle: impl FnMut(Result<Event, DecodeError>)) -> usize {
+        let ring = self.ring.get_mut();
+        let mut count = 0;
+        while let Some(record) = ring.next() {
+            handle(Event::try_from(&*record));
+            count += 1;
+        }
+        count
+    }
+}
