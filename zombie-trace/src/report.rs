@@ -306,6 +306,9 @@ impl AlertTracker {
 
     /// Alerts that fired since the last call, for parents the filter shows.
     pub fn take(&mut self, ledger: &Ledger, filter: &Filter, now_ns: u64) -> Vec<Alert> {
+        if self.due.is_empty() {
+            return Vec::new();
+        }
         let threshold = self.threshold;
         let time = timestamp(SystemTime::now());
         self.due
