@@ -26,9 +26,25 @@ pub enum LostReason {
     RingFull = 0,
     /// The per-thread wait-argument map was full: a wait return could not be matched.
     WaitMapFull = 1,
+    /// A kernel memory read failed while filling an event, which was dropped
+    /// (a wrong structure offset would show up here).
+    ReadFailed = 2,
 }
+
+impl LostReason {
+    pub const ALL: [LostReason; 3] = [Self::RingFull, Self::WaitMapFull, Self::ReadFailed];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::RingFull => "ring_full",
+            Self::WaitMapFull => "wait_map_full",
+            Self::ReadFailed => "read_failed",
+        }
+    }
+}
+
 /// Number of slots in the `LOST` array.
-pub const LOST_SLOTS: u32 = 2;
+pub const LOST_SLOTS: u32 = LostReason::ALL.len() as u32;
 
 /// What kind of record follows the header.
 #[repr(u32)]

@@ -173,7 +173,10 @@ fn try_sched_process_fork(ctx: RawTracePointContext) -> Result<u32, u32> {
             entry.write(event);
             entry.submit(0);
         }
-        Err(_) => entry.discard(0),
+        Err(_) => {
+            entry.discard(0);
+            count_lost(LostReason::ReadFailed);
+        }
     }
     Ok(0)
 }
@@ -206,7 +209,10 @@ fn try_sched_process_exit(ctx: RawTracePointContext) -> Result<u32, u32> {
             entry.write(event);
             entry.submit(0);
         }
-        Err(_) => entry.discard(0),
+        Err(_) => {
+            entry.discard(0);
+            count_lost(LostReason::ReadFailed);
+        }
     }
     Ok(0)
 }
@@ -303,7 +309,10 @@ fn try_sched_process_exec(ctx: RawTracePointContext) -> Result<u32, u32> {
             entry.write(event);
             entry.submit(0);
         }
-        Err(_) => entry.discard(0),
+        Err(_) => {
+            entry.discard(0);
+            count_lost(LostReason::ReadFailed);
+        }
     }
     Ok(0)
 }
@@ -311,7 +320,7 @@ fn try_sched_process_exec(ctx: RawTracePointContext) -> Result<u32, u32> {
 #[inline(always)]
 fn save_wait_entry(entry: WaitEntry) {
     let tid = bpf_get_current_pid_tgid() as u32;
-    if WAIT_ENTRIES.insert(&tid, &entry, 0).is_err() {
+    if WAIT_ENTRIES.insert(tid, entry, 0).is_err() {
         count_lost(LostReason::WaitMapFull);
     }
 }
@@ -379,9 +388,9 @@ const SI_PID: usize = 16;
 
 fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32, u32> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let saved = unsafe { WAIT_ENTRIES.get(&tid) }.copied();
+    let saved = unsafe { WAIT_ENTRIES.get(tid) }.copied();
     if saved.is_some() {
-        let _ = WAIT_ENTRIES.remove(&tid);
+        let _ = WAIT_ENTRIES.remove(tid);
     }
     let ret = field(&ctx, layout!(sys_exit_ret))? as i64;
     let Some(mut entry) = EVENTS.reserve::<WaitEvent>(0) else {
@@ -431,6 +440,7 @@ fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32
         Ok(waiter) => waiter,
         Err(err) => {
             entry.discard(0);
+            count_lost(LostReason::ReadFailed);
             return Err(err);
         }
     };

@@ -232,7 +232,7 @@ async fn watch_loop(args: WatchArgs) -> anyhow::Result<ExitCode> {
             }
             _ = ticker.tick() => {
                 let now = procfs::boot_time_now_ns()?;
-                out.report(&Report::new(session.ledger(), &filter, now, session.lost_events()))?;
+                out.report(&Report::new(session.ledger(), &filter, now, session.lost_by_reason()))?;
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -246,7 +246,7 @@ async fn watch_loop(args: WatchArgs) -> anyhow::Result<ExitCode> {
         session.ledger(),
         &filter,
         now,
-        session.lost_events(),
+        session.lost_by_reason(),
     ))?;
     Ok(ExitCode::SUCCESS)
 }

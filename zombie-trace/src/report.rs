@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::model::{Change, ExitTime, Ledger, ProcKey, ProcState, Process};
+use crate::tracer::LostCounts;
 
 /// Which parents a view shows.
 #[derive(Clone, Debug, Default)]
@@ -126,7 +127,9 @@ pub struct Report {
     pub kind: &'static str,
     pub time: String,
     pub parents: Vec<ParentRow>,
+    /// Events the kernel could not deliver: while non-zero, counts may be low.
     pub lost_events: u64,
+    pub lost_by_reason: LostCounts,
     pub pending_zombies: u64,
     #[serde(flatten)]
     pub pressure: Option<Pressure>,
@@ -135,14 +138,15 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(ledger: &Ledger, filter: &Filter, now_ns: u64, lost_events: u64) -> Self {
+    pub fn new(ledger: &Ledger, filter: &Filter, now_ns: u64, lost: LostCounts) -> Self {
         let parents = parent_rows(ledger, filter, now_ns);
         Self {
             kind: "report",
             time: timestamp(SystemTime::now()),
             pending_zombies: parents.iter().map(|p| u64::from(p.pending_zombies)).sum(),
             parents,
-            lost_events,
+            lost_events: lost.total(),
+            lost_by_reason: lost,
             pressure: Pressure::read(),
             events: ledger.counters.events,
         }
@@ -167,11 +171,21 @@ impl Report {
             pressure,
             self.lost_events
         );
-        if self.lost_events > 0 {
+        let lost = self.lost_by_reason;
+        if lost.ring_full > 0 {
             let _ = writeln!(
                 out,
                 "  warning: the kernel dropped {} events (ring buffer full): counts may be low; raise --ring-bytes",
-                self.lost_events
+                lost.ring_full
+            );
+        }
+        if lost.read_failed + lost.wait_map_full > 0 {
+            let _ = writeln!(
+                out,
+                "  warning: {} events could not be built in the kernel ({} field reads failed, {} wait calls unmatched): run `zombie-trace check`",
+                lost.read_failed + lost.wait_map_full,
+                lost.read_failed,
+                lost.wait_map_full
             );
         }
         if self.parents.is_empty() {

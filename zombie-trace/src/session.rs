@@ -108,9 +108,14 @@ impl Session {
         &self.scan
     }
 
-    /// Events the kernel could not deliver.
+    /// Events the kernel could not deliver, all reasons.
     pub fn lost_events(&self) -> u64 {
         self.tracer.lost_events()
+    }
+
+    /// Events the kernel could not deliver, by reason.
+    pub fn lost_by_reason(&self) -> crate::tracer::LostCounts {
+        self.tracer.lost_by_reason()
     }
 
     /// Records that could not be decoded (a build mismatch; should stay 0).

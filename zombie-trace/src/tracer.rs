@@ -8,7 +8,7 @@ use aya::{
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use zombie_trace_common::{
-    DEFAULT_RING_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, LOST_MAP, LOST_SLOTS,
+    DEFAULT_RING_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, LOST_MAP, LostReason,
 };
 
 use crate::events::{DecodeError, Event};
@@ -66,6 +66,20 @@ pub enum TracerError {
     },
     #[error("waiting on the ring buffer failed: {0}")]
     Poll(#[source] std::io::Error),
+}
+
+/// Events the kernel side could not deliver, by reason (see [`LostReason`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LostCounts {
+    pub ring_full: u64,
+    pub wait_map_full: u64,
+    pub read_failed: u64,
+}
+
+impl LostCounts {
+    pub fn total(&self) -> u64 {
+        self.ring_full + self.wait_map_full + self.read_failed
+    }
 }
 
 /// Knobs of the kernel side.
@@ -169,13 +183,26 @@ impl Tracer {
         &self.layout
     }
 
-    /// Events the kernel could not deliver (ring buffer full, wait map full),
-    /// summed over CPUs.
+    /// Events the kernel could not deliver, by reason, summed over CPUs.
+    pub fn lost_by_reason(&self) -> LostCounts {
+        let mut counts = LostCounts::default();
+        for reason in LostReason::ALL {
+            let count = self
+                .lost
+                .get(&(reason as u32), 0)
+                .map_or(0, |per_cpu| per_cpu.iter().sum::<u64>());
+            match reason {
+                LostReason::RingFull => counts.ring_full = count,
+                LostReason::WaitMapFull => counts.wait_map_full = count,
+                LostReason::ReadFailed => counts.read_failed = count,
+            }
+        }
+        counts
+    }
+
+    /// Events the kernel could not deliver, all reasons.
     pub fn lost_events(&self) -> u64 {
-        (0..LOST_SLOTS)
-            .filter_map(|slot| self.lost.get(&slot, 0).ok())
-            .map(|per_cpu| per_cpu.iter().sum::<u64>())
-            .sum()
+        self.lost_by_reason().total()
     }
 
     /// Waits until the ring buffer has records.
