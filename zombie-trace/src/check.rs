@@ -469,52 +469,11 @@ fn btf_check(path: &Path) -> Check {
     }
 }
 
-/// Undoes the octal escapes (`\040` for a space) of `/proc/mounts` fields.
-fn unescape_mount_field(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(octal) = bytes.get(i + 1..i + 4)
-            && octal.iter().all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = octal
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Mount points of tracefs, from `/proc/mounts` content, in mount order.
-pub fn tracefs_mounts(mounts: &str) -> Vec<PathBuf> {
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let _source = fields.next()?;
-            let target = fields.next()?;
-            let fstype = fields.next()?;
-            (fstype == "tracefs").then(|| PathBuf::from(unescape_mount_field(target)))
-        })
-        .collect()
-}
-
-/// The tracefs mount to use: `/sys/kernel/tracing` if mounted there, else the first.
+/// The tracefs mount to use, by tracefs.rs's preference (`/sys/kernel/tracing` first).
 fn preferred_tracefs_mount(mounts: &str) -> Option<PathBuf> {
-    let all = tracefs_mounts(mounts);
-    all.iter()
-        .find(|m| m.as_os_str() == TRACEFS_DEFAULT)
-        .or_else(|| all.first())
-        .cloned()
+    crate::tracefs::tracefs_mount_points(&crate::tracefs::parse_mounts(mounts))
+        .into_iter()
+        .next()
 }
 
 fn tracefs_check(
@@ -965,14 +924,6 @@ mod tests {
             tracefs /sys/kernel/debug/tracing tracefs rw 0 0\n\
             tracefs /sys/kernel/tracing tracefs rw,nosuid 0 0\n\
             tracefs /mnt/my\\040trace tracefs rw 0 0\n";
-        assert_eq!(
-            tracefs_mounts(mounts),
-            [
-                PathBuf::from("/sys/kernel/debug/tracing"),
-                PathBuf::from("/sys/kernel/tracing"),
-                PathBuf::from("/mnt/my trace"),
-            ]
-        );
         assert_eq!(
             preferred_tracefs_mount(mounts),
             Some(PathBuf::from(TRACEFS_DEFAULT))
