@@ -19,6 +19,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
 };
+use aya_log_ebpf::warn;
 use zombie_trace_common::{
     COMM_LEN, DEFAULT_RING_BYTES, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent,
     KernelLayout, LOST_SLOTS, LostReason, ProcessId, WaitEntry, WaitEvent, WaitSyscall, exit_flags,
@@ -176,6 +177,10 @@ fn try_sched_process_fork(ctx: RawTracePointContext) -> Result<u32, u32> {
         Err(_) => {
             entry.discard(0);
             count_lost(LostReason::ReadFailed);
+            warn!(
+                &ctx,
+                "sched_process_fork: a kernel read failed; event dropped"
+            );
         }
     }
     Ok(0)
@@ -212,6 +217,10 @@ fn try_sched_process_exit(ctx: RawTracePointContext) -> Result<u32, u32> {
         Err(_) => {
             entry.discard(0);
             count_lost(LostReason::ReadFailed);
+            warn!(
+                &ctx,
+                "sched_process_exit: a kernel read failed; event dropped"
+            );
         }
     }
     Ok(0)
@@ -312,6 +321,10 @@ fn try_sched_process_exec(ctx: RawTracePointContext) -> Result<u32, u32> {
         Err(_) => {
             entry.discard(0);
             count_lost(LostReason::ReadFailed);
+            warn!(
+                &ctx,
+                "sched_process_exec: a kernel read failed; event dropped"
+            );
         }
     }
     Ok(0)
@@ -441,6 +454,7 @@ fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32
         Err(err) => {
             entry.discard(0);
             count_lost(LostReason::ReadFailed);
+            warn!(&ctx, "sys_exit_wait: a kernel read failed; event dropped");
             return Err(err);
         }
     };

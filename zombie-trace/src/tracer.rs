@@ -5,6 +5,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
+use aya_log::EbpfLogger;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use zombie_trace_common::{
@@ -104,6 +105,9 @@ impl Default for TracerOptions {
 /// The loaded and attached programs. Detached when dropped.
 pub struct Tracer {
     ring: AsyncFd<RingBuf<MapData>>,
+    /// Warnings the programs log (through aya-log) when a kernel read fails;
+    /// forwarded to the `log` crate on every drain.
+    kernel_log: Option<EbpfLogger<&'static dyn log::Log>>,
     lost: PerCpuArray<MapData, u64>,
     layout: KernelLayout,
     // Owns the programs and their links: dropping it detaches everything.
@@ -130,6 +134,13 @@ impl Tracer {
             .load(EBPF_OBJECT)
             .map_err(TracerError::Load)?;
 
+        let kernel_log = match EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(err) => {
+                log::warn!("kernel-side warnings will not be shown: {err}");
+                None
+            }
+        };
         for name in RAW_TRACEPOINTS {
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
@@ -173,6 +184,7 @@ impl Tracer {
         })?;
         Ok(Self {
             ring,
+            kernel_log,
             lost,
             layout,
             _ebpf: ebpf,
@@ -214,6 +226,9 @@ impl Tracer {
 
     /// Hands every record available now to `handle`; returns how many.
     pub fn drain(&mut self, mut handle: impl FnMut(Result<Event, DecodeError>)) -> usize {
+        if let Some(kernel_log) = &mut self.kernel_log {
+            kernel_log.flush();
+        }
         let ring = self.ring.get_mut();
         let mut count = 0;
         while let Some(record) = ring.next() {
