@@ -58,6 +58,9 @@ pub enum EventKind {
     Exec = 3,
     /// A wait4/waitid call returned.
     Wait = 4,
+    /// A process changed an attribute that decides who reaps and how
+    /// (its SIGCHLD action, its child-subreaper flag).
+    Attr = 5,
 }
 
 /// A value that is not a known [`EventKind`].
@@ -72,6 +75,7 @@ impl TryFrom<u32> for EventKind {
             2 => Ok(Self::Exit),
             3 => Ok(Self::Exec),
             4 => Ok(Self::Wait),
+            5 => Ok(Self::Attr),
             other => Err(UnknownKind(other)),
         }
     }
@@ -114,11 +118,20 @@ pub struct ForkEvent {
     /// The child's PID as its parent sees it (the parent's PID namespace):
     /// what wait4/waitid return to the parent.
     pub child_vpid: u32,
-    pub _pad: u32,
+    /// [`fork_flags`]: what the kernel knows about the parent.
+    pub parent_flags: u32,
     /// The child's comm at fork time (inherited from the forking task).
     pub comm: [u8; COMM_LEN],
 }
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
+
+/// Flags of a [`ForkEvent`], about the parent.
+pub mod fork_flags {
+    /// The parent set PR_SET_CHILD_SUBREAPER.
+    pub const PARENT_SUBREAPER: u32 = 1 << 0;
+    /// An ancestor of the parent is a child subreaper.
+    pub const PARENT_HAS_SUBREAPER_ANCESTOR: u32 = 1 << 1;
+}
 
 /// Flags of an [`ExitEvent`].
 pub mod exit_flags {
@@ -230,6 +243,56 @@ pub struct WaitEvent {
 }
 const _: () = assert!(core::mem::size_of::<WaitEvent>() == 80);
 
+/// Which attribute an [`AttrEvent`] changed.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttrKind {
+    /// rt_sigaction(SIGCHLD, act, ...): `value` is the new handler (0 =
+    /// SIG_DFL, 1 = SIG_IGN, else a handler address), `flags` its sa_flags.
+    SigchldAction = 1,
+    /// prctl(PR_SET_CHILD_SUBREAPER, value).
+    ChildSubreaper = 2,
+}
+
+impl TryFrom<u32> for AttrKind {
+    type Error = UnknownKind;
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        match value {
+            1 => Ok(Self::SigchldAction),
+            2 => Ok(Self::ChildSubreaper),
+            other => Err(UnknownKind(other)),
+        }
+    }
+}
+
+/// A process changed its SIGCHLD action or its subreaper flag. Emitted at
+/// the syscall's return, with its result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AttrEvent {
+    pub header: EventHeader,
+    pub process: ProcessId,
+    /// An [`AttrKind`] as u32.
+    pub attr: u32,
+    pub _pad: u32,
+    pub value: u64,
+    pub flags: u64,
+    /// Syscall return value (0 on success, negative errno on failure).
+    pub ret: i64,
+}
+const _: () = assert!(core::mem::size_of::<AttrEvent>() == 64);
+
+/// An attribute change saved at syscall entry until its return, by thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttrEntry {
+    pub attr: u32,
+    pub _pad: u32,
+    pub value: u64,
+    pub flags: u64,
+}
+const _: () = assert!(core::mem::size_of::<AttrEntry>() == 24);
+
 /// Largest record in the ring buffer.
 pub const MAX_EVENT_SIZE: usize = core::mem::size_of::<ExitEvent>();
 
@@ -300,14 +363,20 @@ pub struct KernelLayout {
     pub waitid_upid: u32,
     pub waitid_infop: u32,
     pub waitid_options: u32,
-    // syscalls/sys_exit_{wait4,waitid}
+    // syscalls/sys_exit_{wait4,waitid,rt_sigaction,prctl}
     pub sys_exit_ret: u32,
+    // syscalls/sys_enter_rt_sigaction
+    pub rt_sigaction_sig: u32,
+    pub rt_sigaction_act: u32,
+    // syscalls/sys_enter_prctl
+    pub prctl_option: u32,
+    pub prctl_arg2: u32,
     /// Always [`KernelLayout::MARKER`]. Keeps the eBPF-side initializer
     /// non-zero so the global lands in `.rodata` (patchable and, once frozen,
     /// constant to the verifier) rather than `.bss`.
     pub marker: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 36 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 40 * 4);
 
 impl KernelLayout {
     pub const MARKER: u32 = 0x5a54_4c59;
@@ -348,6 +417,10 @@ impl KernelLayout {
         waitid_infop: 0,
         waitid_options: 0,
         sys_exit_ret: 0,
+        rt_sigaction_sig: 0,
+        rt_sigaction_act: 0,
+        prctl_option: 0,
+        prctl_arg2: 0,
         marker: Self::MARKER,
     };
 }
@@ -358,4 +431,5 @@ impl KernelLayout {
 mod pod {
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::WaitEntry {}
+    unsafe impl aya::Pod for super::AttrEntry {}
 }

@@ -21,9 +21,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use zombie_trace_common::{
-    COMM_LEN, DEFAULT_RING_BYTES, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent,
-    KernelLayout, LOST_SLOTS, LostReason, ProcessId, WaitEntry, WaitEvent, WaitSyscall, exit_flags,
-    wait_flags,
+    AttrEntry, AttrEvent, AttrKind, COMM_LEN, DEFAULT_RING_BYTES, EventHeader, EventKind,
+    ExecEvent, ExitEvent, ForkEvent, KernelLayout, LOST_SLOTS, LostReason, ProcessId, WaitEntry,
+    WaitEvent, WaitSyscall, exit_flags, fork_flags, wait_flags,
 };
 
 #[unsafe(no_mangle)]
@@ -42,7 +42,13 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
 #[map(name = "WAIT_ENTRIES")]
 static WAIT_ENTRIES: LruHashMap<u32, WaitEntry> = LruHashMap::with_max_entries(16384, 0);
 
+/// SIGCHLD action / subreaper changes saved at syscall entry until the
+/// matching exit, by thread id.
+#[map(name = "ATTR_ENTRIES")]
+static ATTR_ENTRIES: LruHashMap<u32, AttrEntry> = LruHashMap::with_max_entries(4096, 0);
+
 const SIGCHLD: u64 = 17;
+const PR_SET_CHILD_SUBREAPER: u64 = 36;
 const SIG_IGN: u64 = 1;
 const SA_NOCLDWAIT: u64 = 2;
 /// MAX_PID_NS_LEVEL: bound of the ancestor walk looking for a subreaper.
@@ -156,6 +162,13 @@ fn try_sched_process_fork(ctx: RawTracePointContext) -> Result<u32, u32> {
         // The parent that must reap is real_parent's process, which differs
         // from the forking task with CLONE_PARENT.
         let parent: Task = read(child, layout!(task_real_parent))?;
+        let mut parent_flags = 0;
+        if signal_bit(parent, layout!(signal_is_child_subreaper_bit))? {
+            parent_flags |= fork_flags::PARENT_SUBREAPER;
+        }
+        if signal_bit(parent, layout!(signal_has_child_subreaper_bit))? {
+            parent_flags |= fork_flags::PARENT_HAS_SUBREAPER_ANCESTOR;
+        }
         Ok(ForkEvent {
             header: header(EventKind::Fork),
             child: ProcessId {
@@ -165,7 +178,7 @@ fn try_sched_process_fork(ctx: RawTracePointContext) -> Result<u32, u32> {
             },
             parent: process_id(parent)?,
             child_vpid: pid_nr_at(child, pid_level(parent)?)?,
-            _pad: 0,
+            parent_flags,
             comm: read::<[u8; COMM_LEN]>(child, layout!(task_comm))?,
         })
     })();
@@ -473,6 +486,117 @@ fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32
         entry_ns: saved.entry_ns,
     });
     entry.submit(0);
+    Ok(0)
+}
+
+#[inline(always)]
+fn save_attr_entry(entry: AttrEntry) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if ATTR_ENTRIES.insert(tid, entry, 0).is_err() {
+        count_lost(LostReason::WaitMapFull);
+    }
+}
+
+/// Offsets in the UAPI `struct sigaction` of rt_sigaction (64-bit).
+const SA_HANDLER: usize = 0;
+const SA_FLAGS: usize = 8;
+
+#[tracepoint(category = "syscalls", name = "sys_enter_rt_sigaction")]
+pub fn sys_enter_rt_sigaction(ctx: TracePointContext) -> u32 {
+    match try_sys_enter_rt_sigaction(ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+fn try_sys_enter_rt_sigaction(ctx: TracePointContext) -> Result<u32, u32> {
+    if field(&ctx, layout!(rt_sigaction_sig))? != SIGCHLD {
+        return Ok(0);
+    }
+    let act = field(&ctx, layout!(rt_sigaction_act))? as *const u8;
+    if act.is_null() {
+        return Ok(0); // a query, not a change
+    }
+    let (Ok(handler), Ok(flags)) = (unsafe {
+        (
+            bpf_probe_read_user(act.wrapping_add(SA_HANDLER) as *const u64),
+            bpf_probe_read_user(act.wrapping_add(SA_FLAGS) as *const u64),
+        )
+    }) else {
+        return Ok(0); // the kernel will fail the call with EFAULT too
+    };
+    save_attr_entry(AttrEntry {
+        attr: AttrKind::SigchldAction as u32,
+        _pad: 0,
+        value: handler,
+        flags,
+    });
+    Ok(0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_prctl")]
+pub fn sys_enter_prctl(ctx: TracePointContext) -> u32 {
+    match try_sys_enter_prctl(ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+fn try_sys_enter_prctl(ctx: TracePointContext) -> Result<u32, u32> {
+    if field(&ctx, layout!(prctl_option))? as u32 as u64 != PR_SET_CHILD_SUBREAPER {
+        return Ok(0);
+    }
+    save_attr_entry(AttrEntry {
+        attr: AttrKind::ChildSubreaper as u32,
+        _pad: 0,
+        value: field(&ctx, layout!(prctl_arg2))?,
+        flags: 0,
+    });
+    Ok(0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_rt_sigaction")]
+pub fn sys_exit_rt_sigaction(ctx: TracePointContext) -> u32 {
+    match try_sys_exit_attr(ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_prctl")]
+pub fn sys_exit_prctl(ctx: TracePointContext) -> u32 {
+    match try_sys_exit_attr(ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+fn try_sys_exit_attr(ctx: TracePointContext) -> Result<u32, u32> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(saved) = (unsafe { ATTR_ENTRIES.get(tid) }).copied() else {
+        return Ok(0); // not a call we care about
+    };
+    let _ = ATTR_ENTRIES.remove(tid);
+    let ret = field(&ctx, layout!(sys_exit_ret))? as i64;
+    let Some(mut entry) = EVENTS.reserve::<AttrEvent>(0) else {
+        count_lost(LostReason::RingFull);
+        return Ok(0);
+    };
+    match process_id(unsafe { bpf_get_current_task() } as Task) {
+        Ok(process) => {
+            entry.write(AttrEvent {
+                header: header(EventKind::Attr),
+                process,
+                attr: saved.attr,
+                _pad: 0,
+                value: saved.value,
+                flags: saved.flags,
+                ret,
+            });
+            entry.submit(0);
+        }
+        Err(_) => {
+            entry.discard(0);
+            count_lost(LostReason::ReadFailed);
+            warn!(&ctx, "sys_exit_attr: a kernel read failed; event dropped");
+        }
+    }
     Ok(0)
 }
 

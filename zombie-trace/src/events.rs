@@ -7,7 +7,7 @@ use std::mem::size_of;
 
 use thiserror::Error;
 use zombie_trace_common::{
-    EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, UnknownKind, WaitEvent,
+    AttrEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, UnknownKind, WaitEvent,
 };
 
 /// One decoded record.
@@ -17,6 +17,7 @@ pub enum Event {
     Exit(ExitEvent),
     Exec(ExecEvent),
     Wait(WaitEvent),
+    Attr(AttrEvent),
 }
 
 impl Event {
@@ -26,6 +27,7 @@ impl Event {
             Event::Exit(e) => &e.header,
             Event::Exec(e) => &e.header,
             Event::Wait(e) => &e.header,
+            Event::Attr(e) => &e.header,
         }
     }
 }
@@ -75,6 +77,7 @@ impl TryFrom<&[u8]> for Event {
             EventKind::Exit => Event::Exit(read(bytes, "exit")?),
             EventKind::Exec => Event::Exec(read(bytes, "exec")?),
             EventKind::Wait => Event::Wait(read(bytes, "wait")?),
+            EventKind::Attr => Event::Attr(read(bytes, "attr")?),
         })
     }
 }

@@ -107,11 +107,15 @@ pub enum LayoutError {
     },
 
     #[error(
-        "`ret` is at offset {wait4} in syscalls/sys_exit_wait4 but at {waitid} in \
-         sys_exit_waitid; zombie-trace uses one offset for both and cannot report wait results \
-         on this kernel"
+        "`ret` is at offset {found} in syscalls/{event} but at {expected} in \
+         sys_exit_wait4; zombie-trace uses one offset for all syscall returns and cannot report \
+         them on this kernel"
     )]
-    ExitRetMismatch { wait4: u32, waitid: u32 },
+    ExitRetMismatch {
+        event: &'static str,
+        found: u32,
+        expected: u32,
+    },
 }
 
 const IDENTITY: &str = "zombie-trace cannot identify processes on this kernel";
@@ -447,15 +451,26 @@ pub fn fill_tracepoint_offsets(
     layout.waitid_infop = waitid.offset("infop")?;
     layout.waitid_options = waitid.offset("options")?;
 
-    let wait4_ret = Tracepoint::open(tracefs, "sys_exit_wait4")?.offset("ret")?;
-    let waitid_ret = Tracepoint::open(tracefs, "sys_exit_waitid")?.offset("ret")?;
-    if wait4_ret != waitid_ret {
-        return Err(LayoutError::ExitRetMismatch {
-            wait4: wait4_ret,
-            waitid: waitid_ret,
-        });
+    let sigaction = Tracepoint::open(tracefs, "sys_enter_rt_sigaction")?;
+    layout.rt_sigaction_sig = sigaction.offset("sig")?;
+    layout.rt_sigaction_act = sigaction.offset("act")?;
+
+    let prctl = Tracepoint::open(tracefs, "sys_enter_prctl")?;
+    layout.prctl_option = prctl.offset("option")?;
+    layout.prctl_arg2 = prctl.offset("arg2")?;
+
+    let ret = Tracepoint::open(tracefs, "sys_exit_wait4")?.offset("ret")?;
+    for event in ["sys_exit_waitid", "sys_exit_rt_sigaction", "sys_exit_prctl"] {
+        let found = Tracepoint::open(tracefs, event)?.offset("ret")?;
+        if found != ret {
+            return Err(LayoutError::ExitRetMismatch {
+                event,
+                found,
+                expected: ret,
+            });
+        }
     }
-    layout.sys_exit_ret = wait4_ret;
+    layout.sys_exit_ret = ret;
     Ok(())
 }
 

@@ -31,6 +31,11 @@
 //!    unknown time: [`ExitTime::BeforeStart`]. Their age is counted from the
 //!    tracer's start, a lower bound.
 //!
+//! 8. **What it knows about a parent** (SIGCHLD action, subreaper flag) is
+//!    `Unknown` until an event says; views fall back to /proc for the rest.
+//!    A fork copies the parent's SIGCHLD action to the child; an exec resets
+//!    a handler to the default (an ignored SIGCHLD stays ignored).
+//!
 //! Per-event work is O(1) with no allocation once the tables have grown to
 //! the machine's process count (they are reserved from pid_max up front),
 //! except reparenting, which is O(children of the dead process).
@@ -38,7 +43,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use zombie_trace_common::{COMM_LEN, ExitEvent, ForkEvent, ProcessId, WaitEvent, exit_flags};
+use zombie_trace_common::{
+    AttrEvent, AttrKind, COMM_LEN, ExitEvent, ForkEvent, ProcessId, WaitEvent, WaitSyscall,
+    exit_flags, fork_flags, wait_flags,
+};
 
 use crate::events::Event;
 use crate::procfs::ProcStat;
@@ -143,6 +151,74 @@ impl ReapKind {
     }
 }
 
+/// A process's SIGCHLD action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigchldAction {
+    /// No event has told the tracer yet (see /proc SigIgn/SigCgt).
+    Unknown,
+    /// SIG_DFL: the child becomes a zombie until the parent waits.
+    Default,
+    /// SIG_IGN: the kernel reaps children itself.
+    Ignore,
+    /// A handler is installed (it may or may not wait).
+    Handler,
+}
+
+impl SigchldAction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Default => "default",
+            Self::Ignore => "ignored",
+            Self::Handler => "handler",
+        }
+    }
+}
+
+/// Why a SIGCHLD action changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeCause {
+    /// rt_sigaction(SIGCHLD, ...).
+    Sigaction,
+    /// execve() reset a handler to the default.
+    Exec,
+}
+
+/// The last change of a process's SIGCHLD action seen by the tracer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SigchldChange {
+    /// CLOCK_BOOTTIME nanoseconds.
+    pub at_ns: u64,
+    pub from: SigchldAction,
+    pub to: SigchldAction,
+    pub cause: ChangeCause,
+}
+
+/// How a process has called wait4/waitid since the tracer started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitStats {
+    /// Calls that named one child (wait4 pid > 0, waitid P_PID / P_PIDFD).
+    pub specific: u64,
+    /// Calls for any child (wait4 -1, waitid P_ALL).
+    pub any: u64,
+    /// Calls for a process group.
+    pub group: u64,
+    /// WNOHANG calls that found nothing ready.
+    pub nohang_empty: u64,
+    /// Calls that failed with ECHILD (no child to wait for).
+    pub echild: u64,
+    /// Calls that failed otherwise (EINTR, EFAULT, ...).
+    pub errors: u64,
+    /// waitid WNOWAIT calls that reported a child without releasing it.
+    pub wnowait_peeks: u64,
+    /// The PID (as the caller sees it) the last specific call waited for.
+    pub last_specific_target: i32,
+    /// CLOCK_BOOTTIME of the last call's return (0: none).
+    pub last_call_ns: u64,
+    /// CLOCK_BOOTTIME of the last call that released a zombie (0: none).
+    pub last_reap_ns: u64,
+}
+
 /// What a process has done as a parent since the tracer started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ParentStats {
@@ -180,6 +256,15 @@ pub struct Process {
     /// everything still parented to it.
     pub dead_ns_init: bool,
     pub stats: ParentStats,
+    pub waits: WaitStats,
+    pub sigchld: SigchldAction,
+    /// SA_NOCLDWAIT is set (children are auto-reaped even with a handler).
+    pub nocldwait: bool,
+    pub last_sigchld_change: Option<SigchldChange>,
+    /// PR_SET_CHILD_SUBREAPER, when an event has told.
+    pub subreaper: Option<bool>,
+    /// Whether an ancestor is a child subreaper, when an event has told.
+    pub has_subreaper_ancestor: Option<bool>,
     parent: Option<Slot>,
     first_child: Option<Slot>,
     prev_sibling: Option<Slot>,
@@ -196,6 +281,12 @@ impl Process {
             adopted: false,
             dead_ns_init: false,
             stats: ParentStats::default(),
+            waits: WaitStats::default(),
+            sigchld: SigchldAction::Unknown,
+            nocldwait: false,
+            last_sigchld_change: None,
+            subreaper: None,
+            has_subreaper_ancestor: None,
             parent: None,
             first_child: None,
             prev_sibling: None,
@@ -205,6 +296,18 @@ impl Process {
 
     pub fn is_zombie(&self) -> bool {
         matches!(self.state, ProcState::Zombie(_))
+    }
+
+    fn set_sigchld(&mut self, to: SigchldAction, at_ns: u64, cause: ChangeCause) {
+        if to != self.sigchld {
+            self.last_sigchld_change = Some(SigchldChange {
+                at_ns,
+                from: self.sigchld,
+                to,
+                cause,
+            });
+        }
+        self.sigchld = to;
     }
 }
 
@@ -554,9 +657,46 @@ impl Ledger {
             Event::Exec(e) => {
                 let key = self.clock.key(&e.process);
                 let slot = self.slot_or_placeholder(key, Comm(e.comm));
-                self.proc_mut(slot).comm = Comm(e.comm);
+                let p = self.proc_mut(slot);
+                p.comm = Comm(e.comm);
+                // flush_signal_handlers(): handlers and flags are reset, an
+                // ignored signal stays ignored.
+                p.nocldwait = false;
+                if p.sigchld == SigchldAction::Handler {
+                    p.set_sigchld(
+                        SigchldAction::Default,
+                        e.header.timestamp_ns,
+                        ChangeCause::Exec,
+                    );
+                }
             }
             Event::Wait(e) => self.on_wait(e, emit),
+            Event::Attr(e) => self.on_attr(e),
+        }
+    }
+
+    fn on_attr(&mut self, e: &AttrEvent) {
+        if e.ret != 0 {
+            return; // the call failed: nothing changed
+        }
+        let key = self.clock.key(&e.process);
+        let slot = self.slot_or_placeholder(key, Comm::default());
+        let p = self.proc_mut(slot);
+        match AttrKind::try_from(e.attr) {
+            Ok(AttrKind::SigchldAction) => {
+                const SIG_DFL: u64 = 0;
+                const SIG_IGN: u64 = 1;
+                const SA_NOCLDWAIT: u64 = 2;
+                let action = match e.value {
+                    SIG_DFL => SigchldAction::Default,
+                    SIG_IGN => SigchldAction::Ignore,
+                    _ => SigchldAction::Handler,
+                };
+                p.nocldwait = e.flags & SA_NOCLDWAIT != 0;
+                p.set_sigchld(action, e.header.timestamp_ns, ChangeCause::Sigaction);
+            }
+            Ok(AttrKind::ChildSubreaper) => p.subreaper = Some(e.value != 0),
+            Err(_) => {}
         }
     }
 
@@ -564,7 +704,17 @@ impl Ledger {
         let parent_key = self.clock.key(&e.parent);
         // The child inherited the forking task's comm.
         let parent = self.slot_or_placeholder(parent_key, Comm(e.comm));
-        self.proc_mut(parent).stats.forks += 1;
+        let (sigchld, nocldwait, child_has_subreaper_ancestor) = {
+            let p = self.proc_mut(parent);
+            p.stats.forks += 1;
+            let is = e.parent_flags & fork_flags::PARENT_SUBREAPER != 0;
+            let has = e.parent_flags & fork_flags::PARENT_HAS_SUBREAPER_ANCESTOR != 0;
+            p.subreaper = Some(is);
+            p.has_subreaper_ancestor = Some(has);
+            // copy_signal(): a child has a subreaper ancestor if its parent
+            // is one or has one.
+            (p.sigchld, p.nocldwait, is || has)
+        };
         let child_key = self.clock.key(&e.child);
         if let Some(&child) = self.by_key.get(&child_key) {
             // Already known from the start-up scan, which raced this event.
@@ -579,6 +729,14 @@ impl Ledger {
             ProcState::Alive,
             e.child_vpid,
         ));
+        {
+            // The child starts with a copy of the parent's signal actions.
+            let c = self.proc_mut(child);
+            c.sigchld = sigchld;
+            c.nocldwait = nocldwait;
+            c.subreaper = Some(false);
+            c.has_subreaper_ancestor = Some(child_has_subreaper_ancestor);
+        }
         self.link(child, parent);
     }
 
@@ -606,6 +764,7 @@ impl Ledger {
             let c = self.proc_mut(child);
             c.comm = Comm(e.comm);
             c.vpid = e.vpid;
+            c.subreaper = Some(e.flags & exit_flags::SUBREAPER != 0);
         }
 
         // Who must reap it: the kernel's real_parent at exit, unless that is
@@ -720,10 +879,15 @@ impl Ledger {
     fn on_wait(&mut self, e: &WaitEvent, emit: &mut impl FnMut(Change)) {
         let waiter_key = self.clock.key(&e.waiter);
         let waiter = self.slot_or_placeholder(waiter_key, Comm::default());
-        self.proc_mut(waiter).stats.wait_calls += 1;
+        {
+            let p = self.proc_mut(waiter);
+            p.stats.wait_calls += 1;
+            p.waits.record(e);
+        }
         let Some(vpid) = reaped_vpid(e) else { return };
         match self.zombies.get(&(waiter, vpid)).copied() {
             Some(child) => {
+                self.proc_mut(waiter).waits.last_reap_ns = e.header.timestamp_ns;
                 let how = if self.proc_mut(child).adopted {
                     ReapKind::AdopterWait
                 } else {
@@ -737,11 +901,60 @@ impl Ledger {
     }
 }
 
+impl WaitStats {
+    fn record(&mut self, e: &WaitEvent) {
+        const ECHILD: i64 = -10;
+        const WNOHANG: u32 = 1;
+        const P_ALL: u32 = 0;
+        const P_PID: u32 = 1;
+        const P_PIDFD: u32 = 3;
+        self.last_call_ns = e.header.timestamp_ns;
+        let syscall = WaitSyscall::try_from(e.syscall).ok();
+        if e.flags & wait_flags::ENTRY_SEEN != 0 {
+            let specific = match syscall {
+                Some(WaitSyscall::Wait4) => e.target > 0,
+                Some(WaitSyscall::Waitid) => e.idtype == P_PID || e.idtype == P_PIDFD,
+                None => false,
+            };
+            let any = match syscall {
+                Some(WaitSyscall::Wait4) => e.target == -1,
+                Some(WaitSyscall::Waitid) => e.idtype == P_ALL,
+                None => false,
+            };
+            if specific {
+                self.specific += 1;
+                self.last_specific_target = e.target;
+            } else if any {
+                self.any += 1;
+            } else {
+                self.group += 1;
+            }
+        }
+        match e.ret {
+            ECHILD => self.echild += 1,
+            r if r < 0 => self.errors += 1,
+            _ => {
+                let reported_nothing = match syscall {
+                    Some(WaitSyscall::Wait4) => e.ret == 0,
+                    _ => e.flags & wait_flags::RESULT_READ != 0 && e.child_vpid == 0,
+                };
+                if reported_nothing && e.options & WNOHANG != 0 {
+                    self.nohang_empty += 1;
+                } else if syscall == Some(WaitSyscall::Waitid)
+                    && e.options & WNOWAIT != 0
+                    && e.child_vpid > 0
+                {
+                    self.wnowait_peeks += 1;
+                }
+            }
+        }
+    }
+}
+
 /// The child a wait return released, as the waiter's vpid; `None` when the
 /// call released nothing (error, WNOHANG with nothing ready, a stop or
 /// continue report, or a WNOWAIT peek).
 fn reaped_vpid(e: &WaitEvent) -> Option<u32> {
-    use zombie_trace_common::{WaitSyscall, wait_flags};
     let read = e.flags & wait_flags::RESULT_READ != 0;
     match WaitSyscall::try_from(e.syscall).ok()? {
         WaitSyscall::Wait4 => {

@@ -25,12 +25,17 @@ const RAW_TRACEPOINTS: [&str; 3] = [
     "sched_process_exit",
     "sched_process_exec",
 ];
-/// Classic syscall tracepoints (program name, category, event): wait calls.
-const SYSCALL_TRACEPOINTS: [&str; 4] = [
+/// Classic syscall tracepoints (the program is named after the event): wait
+/// calls, SIGCHLD action changes and PR_SET_CHILD_SUBREAPER.
+const SYSCALL_TRACEPOINTS: [&str; 8] = [
     "sys_enter_wait4",
     "sys_enter_waitid",
     "sys_exit_wait4",
     "sys_exit_waitid",
+    "sys_enter_rt_sigaction",
+    "sys_exit_rt_sigaction",
+    "sys_enter_prctl",
+    "sys_exit_prctl",
 ];
 
 #[derive(Debug, Error)]

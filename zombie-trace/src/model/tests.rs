@@ -1,7 +1,7 @@
 //! The process model without the kernel: synthetic events, exact ledgers.
 
 use super::*;
-use zombie_trace_common::{EventHeader, EventKind, WaitSyscall, wait_flags};
+use zombie_trace_common::{AttrEvent, AttrKind, EventHeader, EventKind, WaitSyscall, wait_flags};
 
 const TICKS: u64 = 100;
 const NS_PER_TICK: u64 = 1_000_000_000 / TICKS;
@@ -42,7 +42,7 @@ fn fork(ts: u64, parent: ProcessId, child: ProcessId) -> Event {
         child,
         parent,
         child_vpid: child.tgid,
-        _pad: 0,
+        parent_flags: 0,
         comm: comm("runner"),
     })
 }
@@ -390,4 +390,132 @@ fn threads_are_invisible_to_the_ledger() {
     f.apply(Event::Wait(from_thread));
     assert_eq!(f.pending(key(100, 1)), 0);
     assert_eq!(f.ledger.len(), 1);
+}
+
+fn sigaction(ts: u64, process: ProcessId, handler: u64, flags: u64) -> Event {
+    Event::Attr(AttrEvent {
+        header: header(EventKind::Attr, ts),
+        process,
+        attr: AttrKind::SigchldAction as u32,
+        _pad: 0,
+        value: handler,
+        flags,
+        ret: 0,
+    })
+}
+
+#[test]
+fn a_removed_sigchld_handler_is_remembered_with_its_time() {
+    let mut f = Fixture::new();
+    let runner = id(1847, 5);
+    f.apply(sigaction(100, runner, 0x5555_0000, 0));
+    f.apply(sigaction(200, runner, 0, 0));
+    let p = f.ledger.get(&key(1847, 5)).expect("tracked");
+    assert_eq!(p.sigchld, SigchldAction::Default);
+    assert_eq!(
+        p.last_sigchld_change,
+        Some(SigchldChange {
+            at_ns: 200,
+            from: SigchldAction::Handler,
+            to: SigchldAction::Default,
+            cause: ChangeCause::Sigaction,
+        })
+    );
+    // A failed call changes nothing.
+    let Event::Attr(mut failed) = sigaction(300, runner, 1, 0) else {
+        unreachable!()
+    };
+    failed.ret = -22;
+    f.apply(Event::Attr(failed));
+    assert_eq!(
+        f.ledger.get(&key(1847, 5)).map(|p| p.sigchld),
+        Some(SigchldAction::Default)
+    );
+}
+
+#[test]
+fn children_inherit_the_action_and_exec_resets_a_handler() {
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.apply(sigaction(1, parent, 0x4000, 2)); // handler + SA_NOCLDWAIT
+    f.apply(fork(2, parent, id(200, 2)));
+    let child = f.ledger.get(&key(200, 2)).expect("child");
+    assert_eq!(
+        (child.sigchld, child.nocldwait),
+        (SigchldAction::Handler, true)
+    );
+    f.apply(Event::Exec(zombie_trace_common::ExecEvent {
+        header: header(EventKind::Exec, 3),
+        process: id(200, 2),
+        comm: comm("worker"),
+    }));
+    let child = f.ledger.get(&key(200, 2)).expect("child");
+    assert_eq!(
+        (child.sigchld, child.nocldwait),
+        (SigchldAction::Default, false)
+    );
+    assert_eq!(
+        child.last_sigchld_change.map(|c| c.cause),
+        Some(ChangeCause::Exec)
+    );
+}
+
+#[test]
+fn wait_calls_are_classified() {
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.apply(fork(1, parent, id(200, 2)));
+    f.apply(fork(1, parent, id(201, 2)));
+    f.apply(exit(2, id(200, 2), parent, 0, id(1, 0)));
+    // waitpid(201, 0): a specific wait for a live child, while 200 is a zombie.
+    let Event::Wait(mut specific) = wait4(3, parent, 0) else {
+        unreachable!()
+    };
+    specific.target = 201;
+    specific.ret = -4; // EINTR
+    f.apply(Event::Wait(specific));
+    // waitpid(-1, WNOHANG) finding nothing, then ECHILD.
+    let Event::Wait(mut nohang) = wait4(4, parent, 0) else {
+        unreachable!()
+    };
+    nohang.options = 1;
+    f.apply(Event::Wait(nohang));
+    f.apply(wait4(5, parent, -10));
+    f.apply(waitid(6, parent, 200, 1, 0x0100_0000)); // WNOWAIT peek
+    let p = f.ledger.get(&key(100, 1)).expect("parent");
+    let w = p.waits;
+    assert_eq!(
+        (
+            w.specific,
+            w.any,
+            w.nohang_empty,
+            w.echild,
+            w.errors,
+            w.wnowait_peeks
+        ),
+        (1, 3, 1, 1, 1, 1)
+    );
+    assert_eq!(w.last_specific_target, 201);
+    assert_eq!(w.last_reap_ns, 0);
+    assert_eq!(p.stats.pending, 1);
+}
+
+#[test]
+fn fork_events_tell_who_is_a_subreaper() {
+    let mut f = Fixture::new();
+    let Event::Fork(mut e) = fork(1, id(50, 1), id(60, 2)) else {
+        unreachable!()
+    };
+    e.parent_flags = zombie_trace_common::fork_flags::PARENT_SUBREAPER;
+    f.apply(Event::Fork(e));
+    let sub = f.ledger.get(&key(50, 1)).expect("subreaper");
+    assert_eq!(
+        (sub.subreaper, sub.has_subreaper_ancestor),
+        (Some(true), Some(false))
+    );
+    let child = f.ledger.get(&key(60, 2)).expect("child");
+    assert_eq!(
+        (child.subreaper, child.has_subreaper_ancestor),
+        (Some(false), Some(true))
+    );
 }
