@@ -626,6 +626,146 @@ pub mod workload {
             self.serve(|_| {})
         }
     }
+
+    /// `CLOCK_BOOTTIME` in nanoseconds (the clock of `bpf_ktime_get_boot_ns`).
+    pub fn boottime_ns() -> i64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid out-pointer.
+        if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+            fatal_errno("clock_gettime(CLOCK_BOOTTIME)");
+        }
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    }
+
+    /// Writes `line` plus `\n` to stdout and flushes: for the extra lines
+    /// some workloads print after the ready line. Unlike [`Ready::print`]
+    /// it returns the error (e.g. EPIPE when the reader is gone), so that
+    /// the caller can still clean up.
+    pub fn print_line(line: &str) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()
+    }
+
+    /// The children of process `pid` (zombies included), sorted, as seen
+    /// from this process's pid namespace: from
+    /// `/proc/<pid>/task/*/children`, or from a scan of `/proc` for
+    /// `ppid == pid` when the kernel lacks those files. Empty when `pid`
+    /// does not exist.
+    pub fn children_of(pid: Pid) -> Vec<Pid> {
+        let mut out: Vec<Pid> = Vec::new();
+        let mut have_files = false;
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                    have_files = true;
+                    out.extend(
+                        text.split_ascii_whitespace()
+                            .filter_map(|w| w.parse::<Pid>().ok()),
+                    );
+                }
+            }
+        }
+        if !have_files && let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                if let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<Pid>().ok())
+                    && proc_stat(p).is_some_and(|s| s.ppid == pid)
+                {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    impl Control {
+        /// Like [`Control::next_event`], but gives up at `deadline`:
+        /// `None` when no line, end of file or signal came by then. Waits
+        /// with `ppoll` (nanosecond timeout), so it can pace a schedule.
+        pub fn next_event_until(&mut self, deadline: Instant) -> Option<Event> {
+            loop {
+                if let Some(line) = self.take_line() {
+                    return Some(Event::Line(line));
+                }
+                if self.eof {
+                    // Returns at once once end of file has been seen.
+                    return Some(self.next_event());
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return None;
+                }
+                let left = deadline - now;
+                let ts = libc::timespec {
+                    tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+                    tv_nsec: libc::c_long::from(left.subsec_nanos()),
+                };
+                let mut fds = [
+                    libc::pollfd {
+                        fd: self.signal_rd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: libc::STDIN_FILENO,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                // SAFETY: fds is a valid array of two pollfds, ts a valid
+                // timespec; a null signal mask means "leave it alone".
+                let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null()) };
+                if n < 0 {
+                    if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                        continue;
+                    }
+                    fatal_errno("ppoll");
+                }
+                if n == 0 {
+                    continue;
+                }
+                if let Some(ev) = self.after_poll(&fds) {
+                    return Some(ev);
+                }
+            }
+        }
+
+        /// The reads [`Control::next_event`] does after `poll`, for
+        /// [`Control::next_event_until`]: a signal byte is returned as
+        /// an event, stdin data is buffered (or end of file noted).
+        fn after_poll(&mut self, fds: &[libc::pollfd; 2]) -> Option<Event> {
+            if fds[0].revents & libc::POLLIN != 0 {
+                let mut byte = 0u8;
+                // SAFETY: reading one byte into a valid buffer.
+                let r = unsafe { libc::read(self.signal_rd, (&mut byte as *mut u8).cast(), 1) };
+                if r == 1 {
+                    return Some(Event::Shutdown(Shutdown::Signal(c_int::from(byte))));
+                }
+            }
+            let rev = fds[1].revents;
+            if rev & libc::POLLNVAL != 0 {
+                self.eof = true;
+            } else if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                let mut chunk = [0u8; 4096];
+                // SAFETY: chunk is valid for chunk.len() bytes.
+                let r = unsafe {
+                    libc::read(libc::STDIN_FILENO, chunk.as_mut_ptr().cast(), chunk.len())
+                };
+                if r > 0 {
+                    self.buf.extend_from_slice(&chunk[..r.unsigned_abs()]);
+                } else if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    self.eof = true;
+                }
+            }
+            None
+        }
+    }
 }
 
 pub mod client {
@@ -795,6 +935,8 @@ pub mod client {
         pub ready: serde_json::Value,
         stderr: Shared,
         stdout_rest: Shared,
+        /// Bytes of `stdout_rest` already returned by [`Workload::next_line`].
+        stdout_cursor: usize,
         status: Option<ExitStatus>,
         killed: bool,
     }
@@ -891,6 +1033,7 @@ pub mod client {
                 ready: serde_json::Value::Null,
                 stderr,
                 stdout_rest,
+                stdout_cursor: 0,
                 status: None,
                 killed: false,
             };
@@ -1019,6 +1162,49 @@ pub mod client {
         /// Anything written to stdout after the ready line so far.
         pub fn stdout_after_ready(&self) -> String {
             shared_text(&self.stdout_rest)
+        }
+
+        /// Waits up to `timeout` for the next complete line the workload
+        /// writes to stdout after the ready line and returns it without its
+        /// line terminator. Each line is returned once, in order; this does
+        /// not change what [`Workload::stdout_after_ready`] returns. `None`
+        /// on timeout, or soon after the harness has exited without
+        /// writing another complete line.
+        pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+            let deadline = Instant::now() + timeout;
+            let mut exited_at: Option<Instant> = None;
+            loop {
+                let line = {
+                    let buf = match self.stdout_rest.lock() {
+                        Ok(b) => b,
+                        Err(p) => p.into_inner(),
+                    };
+                    let rest = buf.get(self.stdout_cursor..).unwrap_or_default();
+                    rest.iter().position(|&b| b == b'\n').map(|pos| {
+                        let text = String::from_utf8_lossy(&rest[..pos])
+                            .trim_end_matches('\r')
+                            .to_owned();
+                        (text, pos + 1)
+                    })
+                };
+                if let Some((text, used)) = line {
+                    self.stdout_cursor += used;
+                    return Some(text);
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return None;
+                }
+                // Once the harness is gone, the stdout reader thread only
+                // has the pipe's last bytes left to collect.
+                if exited_at.is_none() && self.wait_exit(Duration::ZERO).is_some() {
+                    exited_at = Some(now);
+                }
+                if exited_at.is_some_and(|t| now >= t + Duration::from_millis(200)) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
 
         /// Whether [`Workload::finish`] had to kill processes.
