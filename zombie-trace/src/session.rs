@@ -146,17 +146,27 @@ impl Session {
     pub async fn run_until(
         &mut self,
         timeout: Duration,
+        done: impl FnMut(&Ledger) -> bool,
+    ) -> Result<bool, TracerError> {
+        self.run_until_with(timeout, &mut |_: Change| {}, done)
+            .await
+    }
+
+    /// [`Session::run_until`], passing every change to `emit` (a view).
+    pub async fn run_until_with(
+        &mut self,
+        timeout: Duration,
+        emit: &mut impl FnMut(Change),
         mut done: impl FnMut(&Ledger) -> bool,
     ) -> Result<bool, TracerError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut ignore = |_: Change| {};
-        self.drain(&mut ignore);
+        self.drain(emit);
         while !done(&self.ledger) {
             match tokio::time::timeout_at(deadline, self.tracer.readable()).await {
                 Ok(ready) => ready?,
                 Err(_elapsed) => return Ok(done(&self.ledger)),
             }
-            self.drain(&mut ignore);
+            self.drain(emit);
         }
         Ok(true)
     }
