@@ -2,10 +2,11 @@
 //!
 //! The kernel side streams process creation, whole-process exit and wait
 //! returns ([`events`]); [`session`] feeds them into the one [`model::Ledger`];
-//! everything the user sees is a view on that ledger ([`report`]).
+//! everything the user sees is a view on that ledger ([`report`], [`latency`]).
 pub mod btf;
 pub mod check;
 pub mod events;
+pub mod latency;
 pub mod layout;
 pub mod model;
 pub mod procfs;

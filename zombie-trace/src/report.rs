@@ -7,7 +7,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::model::{Change, ExitTime, Ledger, ProcKey, ProcState, Process};
+use zombie_trace_common::COMM_LEN;
+
+use crate::latency::format_us;
+use crate::model::{Change, Comm, ExitTime, Ledger, ProcKey, ProcState, Process};
 use crate::tracer::LostCounts;
 
 /// Which parents a view shows.
@@ -20,11 +23,16 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, p: &Process) -> bool {
-        self.pid.is_none_or(|pid| p.key.pid == pid)
-            && self
-                .comm
-                .as_deref()
-                .is_none_or(|c| p.comm.as_str_lossy().contains(c))
+        self.matches_id(p.key.pid, &p.comm)
+    }
+
+    /// Same test on a PID and comm (no allocation: usable per event).
+    pub fn matches_id(&self, pid: u32, comm: &Comm) -> bool {
+        self.pid.is_none_or(|want| pid == want)
+            && self.comm.as_deref().is_none_or(|c| {
+                let name = &comm.0[..comm.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN)];
+                c.is_empty() || name.windows(c.len()).any(|w| w == c.as_bytes())
+            })
     }
 }
 
@@ -48,6 +56,11 @@ pub struct ParentRow {
     pub auto_reaped: u64,
     pub adopted: u64,
     pub wait_calls: u64,
+    /// In `watch` reports: p99 and max time its own children stayed zombies
+    /// before its wait reaped them, over the last interval; null when it
+    /// reaped none in the interval (and outside `watch` reports).
+    pub reap_latency_p99_us: Option<f64>,
+    pub reap_latency_max_us: Option<f64>,
 }
 
 impl ParentRow {
@@ -68,6 +81,18 @@ impl ParentRow {
             auto_reaped: p.stats.auto_reaped,
             adopted: p.stats.adopted,
             wait_calls: p.stats.wait_calls,
+            reap_latency_p99_us: None,
+            reap_latency_max_us: None,
+        }
+    }
+
+    /// The oldest zombie's age, `>` in front when it is a lower bound.
+    pub fn oldest_age_text(&self) -> String {
+        let age = format_age(self.oldest_zombie_age_ms);
+        if self.oldest_zombie_age_exact {
+            age
+        } else {
+            format!(">{age}")
         }
     }
 }
@@ -171,53 +196,64 @@ impl Report {
             pressure,
             self.lost_events
         );
-        let lost = self.lost_by_reason;
-        if lost.ring_full > 0 {
-            let _ = writeln!(
-                out,
-                "  warning: the kernel dropped {} events (ring buffer full): counts may be low; raise --ring-bytes",
-                lost.ring_full
-            );
-        }
-        if lost.read_failed + lost.wait_map_full > 0 {
-            let _ = writeln!(
-                out,
-                "  warning: {} events could not be built in the kernel ({} field reads failed, {} wait calls unmatched): run `zombie-trace check`",
-                lost.read_failed + lost.wait_map_full,
-                lost.read_failed,
-                lost.wait_map_full
-            );
-        }
+        write_lost_warnings(&mut out, self.lost_by_reason);
         if self.parents.is_empty() {
             return out;
         }
         let _ = writeln!(
             out,
-            "  {:>7} {:<16} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7}",
-            "PID", "COMM", "PENDING", "OLDEST", "FORKS", "EXITS", "REAPED", "AUTO", "ADOPTED"
+            "  {:>7} {:<16} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>10}",
+            "PID",
+            "COMM",
+            "PENDING",
+            "OLDEST",
+            "FORKS",
+            "EXITS",
+            "REAPED",
+            "AUTO",
+            "ADOPTED",
+            "REAP_P99",
+            "REAP_MAX"
         );
+        let latency = |us: Option<f64>| us.map_or_else(|| "-".to_owned(), format_us);
         for p in &self.parents {
-            let age = format_age(p.oldest_zombie_age_ms);
-            let age = if p.oldest_zombie_age_exact {
-                age
-            } else {
-                format!(">{age}")
-            };
             let _ = writeln!(
                 out,
-                "  {:>7} {:<16} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                "  {:>7} {:<16} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>10}",
                 p.pid,
                 p.comm,
                 p.pending_zombies,
-                age,
+                p.oldest_age_text(),
                 p.forks,
                 p.exits,
                 p.reaped,
                 p.auto_reaped,
-                p.adopted
+                p.adopted,
+                latency(p.reap_latency_p99_us),
+                latency(p.reap_latency_max_us)
             );
         }
         out
+    }
+}
+
+/// Warning lines for events the kernel could not deliver.
+pub fn write_lost_warnings(out: &mut String, lost: LostCounts) {
+    if lost.ring_full > 0 {
+        let _ = writeln!(
+            out,
+            "  warning: the kernel dropped {} events (ring buffer full): counts may be low; raise --ring-bytes",
+            lost.ring_full
+        );
+    }
+    if lost.read_failed + lost.wait_map_full > 0 {
+        let _ = writeln!(
+            out,
+            "  warning: {} events could not be built in the kernel ({} field reads failed, {} wait calls unmatched): run `zombie-trace check`",
+            lost.read_failed + lost.wait_map_full,
+            lost.read_failed,
+            lost.wait_map_full
+        );
     }
 }
 
@@ -246,18 +282,13 @@ pub struct Alert {
 impl Alert {
     pub fn to_text(&self) -> String {
         format!(
-            "{}  ALERT pid {} ({}) owes {} reaps (threshold {}), oldest zombie {}{}\n",
+            "{}  ALERT pid {} ({}) owes {} reaps (threshold {}), oldest zombie {}\n",
             self.time,
             self.parent.pid,
             self.parent.comm,
             self.parent.pending_zombies,
             self.threshold,
-            if self.parent.oldest_zombie_age_exact {
-                ""
-            } else {
-                ">"
-            },
-            format_age(self.parent.oldest_zombie_age_ms)
+            self.parent.oldest_age_text()
         )
     }
 }

@@ -1,0 +1,664 @@
+//! Reap latency: how long children stay zombies, from the death of their
+//! thread group to the moment they are released, whatever released them.
+//! A view on the ledger's [`Change::Released`].
+//!
+//! Aggregated here, in userspace, not in the kernel: pairing an exit with its
+//! release needs the ledger's identity model (PID reuse, the vpid a wait
+//! returns, reparenting), which the kernel programs don't have. The events
+//! are streamed anyway for the ledger; the cost added per reap is one hash
+//! lookup and one histogram increment, with no allocation once the group
+//! exists and has seen a latency of that power of two (see [`Histogram`]).
+//!
+//! Releases are grouped by category ([`ReapKind`]): a parent's own wait, the
+//! kernel's auto-reap, an adopter's wait, ... are never mixed. Zombies that
+//! were already dead when tracing started have no known exit time: they are
+//! counted apart ("exit time unknown"), never as a latency.
+
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use zombie_trace_common::COMM_LEN;
+
+use crate::model::{Change, Comm, ExitTime, Ledger, ProcKey, ReapKind};
+use crate::report::{Filter, ParentRow, format_age, parent_rows, timestamp, write_lost_warnings};
+use crate::tracer::LostCounts;
+
+/// Sub-buckets per power of two: 2^5 = 32, so a bucket is at most 1/32 of
+/// its lower bound wide and a percentile (the bucket's midpoint) is within
+/// 1/64 (1.6 %) of the true value.
+const SUB_BITS: u32 = 5;
+const SUB: u64 = 1 << SUB_BITS;
+/// Values below this have a bucket each (exact to the nanosecond).
+const EXACT: u64 = 2 * SUB;
+/// Buckets covering every u64 nanosecond value (0 ..= 584 years).
+pub const BUCKETS: usize = BLOCKS << SUB_BITS;
+/// Buckets are stored in blocks of `SUB`, one per power of two (the exact
+/// range takes two), allocated the first time a value falls in them.
+const BLOCKS: usize = (64 - SUB_BITS + 1) as usize;
+type Block = [u64; SUB as usize];
+/// bcc-style log2 slots over whole microseconds: slot i holds
+/// 2^(i-1) ..= 2^i - 1 µs (slot 1 also holds 0). u64::MAX ns is slot 55.
+const LOG2_SLOTS: usize = 56;
+
+/// The bucket of a value in nanoseconds.
+fn bucket_index(ns: u64) -> usize {
+    if ns < EXACT {
+        return ns as usize;
+    }
+    // ns >= 64, so the shift is 1 ..= 58 and ns >> shift is in [32, 64).
+    let shift = 63 - ns.leading_zeros() - SUB_BITS;
+    ((u64::from(shift) << SUB_BITS) + (ns >> shift)) as usize
+}
+
+/// The smallest and largest nanosecond values of a bucket.
+fn bucket_bounds(index: usize) -> (u64, u64) {
+    let i = index as u64;
+    if i < EXACT {
+        return (i, i);
+    }
+    let shift = (i >> SUB_BITS) - 1;
+    let low = (i - (shift << SUB_BITS)) << shift;
+    (low, low + ((1 << shift) - 1))
+}
+
+/// The bcc log2 slot of a value in nanoseconds (over whole microseconds).
+fn log2_slot(ns: u64) -> usize {
+    let us = ns / 1000;
+    (64 - us.leading_zeros()).max(1) as usize
+}
+
+/// A log-linear latency histogram over nanoseconds: exact below 64 ns, then
+/// 32 linear sub-buckets per power of two up to u64::MAX ns, so nothing
+/// overflows and precision is ~1.6 % from 1 ns to centuries. Also keeps the
+/// bcc log2-µs counts exactly, for display.
+///
+/// Memory: ~1 KiB, plus 256 bytes per power of two it has seen a value in
+/// (allocated then, at most 60 times in its life; a reaper with a steady
+/// latency has one or two). So a `--by parent` run over many short-lived
+/// parents stays small, and [`Histogram::record`] allocates only on the
+/// first value in a new power of two.
+#[derive(Clone)]
+pub struct Histogram {
+    blocks: Box<[Option<Box<Block>>; BLOCKS]>,
+    log2_us: Box<[u64; LOG2_SLOTS]>,
+    count: u64,
+    sum_ns: u128,
+    min_ns: u64,
+    max_ns: u64,
+    /// The range of buckets touched since the last reset.
+    lo: usize,
+    hi: usize,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            blocks: Box::new(std::array::from_fn(|_| None)),
+            log2_us: Box::new([0; LOG2_SLOTS]),
+            count: 0,
+            sum_ns: 0,
+            min_ns: 0,
+            max_ns: 0,
+            lo: 0,
+            hi: 0,
+        }
+    }
+}
+
+impl fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count)
+            .field("min_ns", &self.min_ns)
+            .field("p50_ns", &self.percentile(0.5))
+            .field("max_ns", &self.max_ns)
+            .finish()
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, ns: u64) {
+        let i = bucket_index(ns);
+        let block = self.blocks[i >> SUB_BITS].get_or_insert_with(|| Box::new([0; SUB as usize]));
+        block[i & (SUB as usize - 1)] += 1;
+        self.log2_us[log2_slot(ns)] += 1;
+        if self.count == 0 {
+            (self.lo, self.hi, self.min_ns, self.max_ns) = (i, i, ns, ns);
+        } else {
+            self.lo = self.lo.min(i);
+            self.hi = self.hi.max(i);
+            self.min_ns = self.min_ns.min(ns);
+            self.max_ns = self.max_ns.max(ns);
+        }
+        self.count += 1;
+        self.sum_ns += u128::from(ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn min_ns(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.min_ns)
+    }
+
+    pub fn max_ns(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.max_ns)
+    }
+
+    pub fn mean_ns(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_ns as f64 / self.count as f64)
+    }
+
+    /// The value at quantile `q` (0.5 = median): the midpoint of the bucket
+    /// holding the ⌈q·count⌉-th smallest value, kept within [min, max]; the
+    /// largest value is exact.
+    pub fn percentile(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
+        if rank == self.count {
+            return Some(self.max_ns);
+        }
+        let mut seen = 0;
+        for (i, count) in self.used() {
+            seen += count;
+            if seen >= rank {
+                let (low, high) = bucket_bounds(i);
+                let mid = low + (high - low) / 2;
+                return Some(mid.clamp(self.min_ns, self.max_ns));
+            }
+        }
+        Some(self.max_ns)
+    }
+
+    /// (bucket index, count) of the buckets in the range used since the
+    /// last reset, in order.
+    fn used(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let (first, last) = (self.lo >> SUB_BITS, self.hi >> SUB_BITS);
+        (first..=last).flat_map(move |b| {
+            self.blocks[b]
+                .iter()
+                .flat_map(move |block| block.iter().enumerate())
+                .map(move |(j, &count)| ((b << SUB_BITS) + j, count))
+        })
+    }
+
+    /// Powers of two with storage allocated.
+    pub fn allocated_blocks(&self) -> usize {
+        self.blocks.iter().flatten().count()
+    }
+
+    /// Empties the histogram, touching only the blocks used since the last
+    /// reset (and keeping them for reuse).
+    pub fn reset(&mut self) {
+        if self.count > 0 {
+            let (first, last) = (self.lo >> SUB_BITS, self.hi >> SUB_BITS);
+            for block in self.blocks[first..=last].iter_mut().flatten() {
+                block.fill(0);
+            }
+        }
+        self.log2_us.fill(0);
+        (self.count, self.sum_ns, self.min_ns, self.max_ns) = (0, 0, 0, 0);
+        (self.lo, self.hi) = (0, 0);
+    }
+
+    /// bcc log2 buckets in microseconds, from the first non-empty one to the
+    /// last.
+    pub fn log2_us_buckets(&self) -> Vec<Log2Bucket> {
+        let used = |c: &u64| *c > 0;
+        let (Some(first), Some(last)) = (
+            self.log2_us.iter().position(used),
+            self.log2_us.iter().rposition(used),
+        ) else {
+            return Vec::new();
+        };
+        (first..=last)
+            .map(|slot| {
+                let (low_us, le_us) = slot_bounds(slot);
+                Log2Bucket {
+                    low_us,
+                    le_us,
+                    count: self.log2_us[slot],
+                }
+            })
+            .collect()
+    }
+
+    /// The distribution as bcc tools print it (`usecs : count distribution`).
+    pub fn render_log2_us(&self) -> String {
+        render_log2(&self.log2_us_buckets(), "usecs")
+    }
+}
+
+/// The whole-microsecond range of a log2 slot, as bcc prints it.
+fn slot_bounds(slot: usize) -> (u64, u64) {
+    let high = u64::MAX >> (64 - slot.clamp(1, LOG2_SLOTS - 1));
+    (if slot <= 1 { 0 } else { (high >> 1) + 1 }, high)
+}
+
+/// One bcc log2 bucket: latencies whose whole microseconds (truncated) are
+/// in `low_us ..= le_us`; `count` is for this bucket alone (not cumulative).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Log2Bucket {
+    pub low_us: u64,
+    pub le_us: u64,
+    pub count: u64,
+}
+
+/// Renders log2 buckets like bcc's `print_log2_hist`: every slot from
+/// `0 -> 1` to the last non-empty one, 40 stars wide (20 and wider columns
+/// past 2^32).
+pub fn render_log2(buckets: &[Log2Bucket], unit: &str) -> String {
+    let mut out = String::new();
+    let Some(last) = buckets.iter().rev().find(|b| b.count > 0) else {
+        return out;
+    };
+    let slot_of = |b: &Log2Bucket| (64 - b.le_us.leading_zeros()) as usize;
+    let top = slot_of(last);
+    let peak = buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
+    let (wide, stars) = if top <= 32 { (false, 40) } else { (true, 20) };
+    if wide {
+        let _ = writeln!(out, "{:15}{unit:<29} : count     distribution", "");
+    } else {
+        let _ = writeln!(out, "{:5}{unit:<19} : count     distribution", "");
+    }
+    for slot in 1..=top {
+        let (low, high) = slot_bounds(slot);
+        let count = buckets
+            .iter()
+            .find(|b| slot_of(b) == slot)
+            .map_or(0, |b| b.count);
+        let n = (u128::from(count) * stars / u128::from(peak)) as usize;
+        let bar = "*".repeat(n.min(stars as usize));
+        let stars = stars as usize;
+        if wide {
+            let _ = writeln!(out, "{low:>20} -> {high:<20} : {count:<8} |{bar:<stars$}|");
+        } else {
+            let _ = writeln!(out, "{low:>10} -> {high:<10} : {count:<8} |{bar:<stars$}|");
+        }
+    }
+    out
+}
+
+/// What a latency group is keyed on besides its category.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum GroupBy {
+    /// The reaping process (its identity: PID and start time).
+    #[default]
+    Parent,
+    /// The reaping process's command name.
+    Comm,
+}
+
+impl GroupBy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GroupBy::Parent => "parent",
+            GroupBy::Comm => "comm",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Subject {
+    Parent(ProcKey),
+    Comm([u8; COMM_LEN]),
+}
+
+/// The releases of one reaper (or one reaper command) in one category.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub category: ReapKind,
+    /// The reaper, when grouping by parent.
+    pub parent: Option<ProcKey>,
+    /// The reaper's command name at its latest release.
+    pub comm: Comm,
+    /// Exit-to-release times of the releases whose exit time is known.
+    pub latency: Histogram,
+    /// Releases of zombies that died before tracing started: no latency.
+    pub exit_time_unknown: u64,
+}
+
+/// `zombie-trace latency`: reap-latency histograms per reaper (or command)
+/// and category.
+#[derive(Debug)]
+pub struct LatencyView {
+    by: GroupBy,
+    filter: Filter,
+    groups: HashMap<(ReapKind, Subject), Group>,
+}
+
+impl LatencyView {
+    /// `filter` selects reapers by PID and command name.
+    pub fn new(by: GroupBy, filter: Filter) -> Self {
+        Self {
+            by,
+            filter,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// Feeds one ledger change (hot path: see the module doc).
+    pub fn on_change(&mut self, change: &Change) {
+        let Change::Released {
+            reaper,
+            reaper_comm,
+            how,
+            exited,
+            released_ns,
+            ..
+        } = *change
+        else {
+            return;
+        };
+        if !self.filter.matches_id(reaper.pid, &reaper_comm) {
+            return;
+        }
+        let subject = match self.by {
+            GroupBy::Parent => Subject::Parent(reaper),
+            GroupBy::Comm => Subject::Comm(reaper_comm.0),
+        };
+        let group = self.groups.entry((how, subject)).or_insert_with(|| Group {
+            category: how,
+            parent: matches!(subject, Subject::Parent(_)).then_some(reaper),
+            comm: reaper_comm,
+            latency: Histogram::default(),
+            exit_time_unknown: 0,
+        });
+        if !reaper_comm.is_empty() {
+            group.comm = reaper_comm;
+        }
+        match exited {
+            ExitTime::At(ns) => group.latency.record(released_ns.saturating_sub(ns)),
+            ExitTime::BeforeStart => group.exit_time_unknown += 1,
+        }
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    /// The group of the reaper with this PID in `category` (grouping by parent).
+    pub fn find(&self, category: ReapKind, pid: u32) -> Option<&Group> {
+        self.groups()
+            .filter(|g| g.category == category && g.parent.is_some_and(|p| p.pid == pid))
+            .max_by_key(|g| g.parent.map(|p| p.start_ticks))
+    }
+
+    /// The report at the end of the run: the groups, and the parents that
+    /// still owe zombies (from `ledger`, at `now_ns`).
+    pub fn report(
+        &self,
+        ledger: &Ledger,
+        now_ns: u64,
+        duration_s: f64,
+        lost: LostCounts,
+    ) -> LatencyReport {
+        let mut groups: Vec<GroupRow> = self.groups.values().map(GroupRow::of).collect();
+        groups.sort_by(|a, b| {
+            a.kind
+                .cmp(&b.kind)
+                .then(
+                    b.p99_us
+                        .unwrap_or(-1.0)
+                        .total_cmp(&a.p99_us.unwrap_or(-1.0)),
+                )
+                .then(b.count.cmp(&a.count))
+                .then(a.key.cmp(&b.key))
+        });
+        LatencyReport {
+            time: timestamp(SystemTime::now()),
+            by: self.by.as_str(),
+            duration_s,
+            exit_time_unknown: groups.iter().map(|g| g.exit_time_unknown).sum(),
+            groups,
+            not_reaped: parent_rows(ledger, &self.filter, now_ns),
+            lost_events: lost.total(),
+            lost_by_reason: lost,
+            events: ledger.counters.events,
+        }
+    }
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// One group in the report. JSON field names are a contract: add, never rename.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupRow {
+    /// `<pid>@<start_ticks>` when grouping by parent, the command name when
+    /// grouping by command.
+    pub key: String,
+    /// How the zombies were released: `parent_wait`, `auto_reap`,
+    /// `adopter_wait`, `adopter_auto_reap` or `namespace_teardown`.
+    pub category: &'static str,
+    pub pid: Option<u32>,
+    pub start_ticks: Option<u64>,
+    pub comm: String,
+    /// Releases with a measured latency.
+    pub count: u64,
+    pub p50_us: Option<f64>,
+    pub p90_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub max_us: Option<f64>,
+    pub min_us: Option<f64>,
+    pub mean_us: Option<f64>,
+    /// Releases of zombies older than the tracer: not in `count`.
+    pub exit_time_unknown: u64,
+    pub buckets: Vec<Log2Bucket>,
+    #[serde(skip)]
+    kind: ReapKind,
+}
+
+impl GroupRow {
+    fn of(g: &Group) -> Self {
+        let h = &g.latency;
+        let pct = |q| h.percentile(q).map(us);
+        Self {
+            key: match g.parent {
+                Some(p) => format!("{}@{}", p.pid, p.start_ticks),
+                None => g.comm.as_str_lossy(),
+            },
+            category: g.category.as_str(),
+            pid: g.parent.map(|p| p.pid),
+            start_ticks: g.parent.map(|p| p.start_ticks),
+            comm: g.comm.as_str_lossy(),
+            count: h.count(),
+            p50_us: pct(0.5),
+            p90_us: pct(0.9),
+            p99_us: pct(0.99),
+            max_us: h.max_ns().map(us),
+            min_us: h.min_ns().map(us),
+            mean_us: h.mean_ns().map(|ns| ns / 1000.0),
+            exit_time_unknown: g.exit_time_unknown,
+            buckets: h.log2_us_buckets(),
+            kind: g.category,
+        }
+    }
+}
+
+/// What each category means, for text headers.
+pub fn category_meaning(kind: ReapKind) -> &'static str {
+    match kind {
+        ReapKind::ParentWait => "reaped by the parent's wait",
+        ReapKind::AutoReap => "released by the kernel at exit: the parent ignores SIGCHLD",
+        ReapKind::AdopterWait => "reaped by an adopter's wait after the parent died",
+        ReapKind::AdopterAutoReap => "released by the kernel: the adopter ignores SIGCHLD",
+        ReapKind::NamespaceTeardown => "released by the kernel tearing down a PID namespace",
+    }
+}
+
+/// `1.5us`, `20.12ms`, `1.234s`, then [`format_age`].
+pub fn format_us(us: f64) -> String {
+    if us < 1000.0 {
+        format!("{us:.1}us")
+    } else if us < 1_000_000.0 {
+        format!("{:.2}ms", us / 1000.0)
+    } else if us < 60_000_000.0 {
+        format!("{:.3}s", us / 1_000_000.0)
+    } else {
+        format_age((us / 1000.0) as u64)
+    }
+}
+
+/// The result of `zombie-trace latency`. JSON field names are a contract:
+/// add, never rename.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyReport {
+    pub time: String,
+    /// `parent` or `comm`.
+    pub by: &'static str,
+    pub duration_s: f64,
+    pub groups: Vec<GroupRow>,
+    /// Parents that still owe zombies at the end: no latency yet, their
+    /// zombies' ages instead.
+    pub not_reaped: Vec<ParentRow>,
+    /// Releases of zombies older than the tracer, in all groups.
+    pub exit_time_unknown: u64,
+    pub lost_events: u64,
+    pub lost_by_reason: LostCounts,
+    pub events: u64,
+}
+
+impl LatencyReport {
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}  reap latency (child exit to release) over {:.1}s, by {}: {} groups",
+            self.time,
+            self.duration_s,
+            self.by,
+            self.groups.len()
+        );
+        write_lost_warnings(&mut out, self.lost_by_reason);
+        if self.groups.is_empty() {
+            let _ = writeln!(out, "\nno zombie was released");
+        }
+        for g in &self.groups {
+            let who = match g.pid {
+                Some(pid) => format!("pid {pid} ({})", g.comm),
+                None => format!("comm {}", g.comm),
+            };
+            let meaning = category_meaning(g.kind);
+            let _ = writeln!(out, "\n{}: {who}  [{meaning}]", g.category);
+            if let (Some(p50), Some(p90), Some(p99), Some(max)) =
+                (g.p50_us, g.p90_us, g.p99_us, g.max_us)
+            {
+                let _ = writeln!(
+                    out,
+                    "  count {}  p50 {}  p90 {}  p99 {}  max {}",
+                    g.count,
+                    format_us(p50),
+                    format_us(p90),
+                    format_us(p99),
+                    format_us(max)
+                );
+            }
+            if g.exit_time_unknown > 0 {
+                let _ = writeln!(
+                    out,
+                    "  exit time unknown: {} (zombies from before tracing began; no latency counted)",
+                    g.exit_time_unknown
+                );
+            }
+            out.push_str(&render_log2(&g.buckets, "usecs"));
+        }
+        if !self.not_reaped.is_empty() {
+            let owed: u64 = self
+                .not_reaped
+                .iter()
+                .map(|p| u64::from(p.pending_zombies))
+                .sum();
+            let _ = writeln!(
+                out,
+                "\nnot reaped yet: {} parents owe {owed} zombies (still waiting: ages, not latencies)",
+                self.not_reaped.len()
+            );
+            let _ = writeln!(
+                out,
+                "  {:>7} {:<16} {:>8} {:>10} {:>12}",
+                "PID", "COMM", "PENDING", "OLDEST", "BEFORE_START"
+            );
+            for p in &self.not_reaped {
+                let _ = writeln!(
+                    out,
+                    "  {:>7} {:<16} {:>8} {:>10} {:>12}",
+                    p.pid,
+                    p.comm,
+                    p.pending_zombies,
+                    p.oldest_age_text(),
+                    p.zombies_before_start
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Per-parent reap latency over one `watch` interval: the parent's own waits
+/// on its own children (`parent_wait`) only. Parents that reaped nothing in
+/// an interval give their histogram back at the next reset.
+#[derive(Debug, Default)]
+pub struct IntervalLatency {
+    by_parent: HashMap<ProcKey, Histogram>,
+    spare: Vec<Histogram>,
+}
+
+/// Emptied histograms kept for reuse.
+const SPARE_HISTOGRAMS: usize = 64;
+
+impl IntervalLatency {
+    /// Feeds one ledger change (hot path).
+    pub fn on_change(&mut self, change: &Change) {
+        if let Change::Released {
+            reaper,
+            how: ReapKind::ParentWait,
+            exited: ExitTime::At(exit_ns),
+            released_ns,
+            ..
+        } = *change
+        {
+            let spare = &mut self.spare;
+            self.by_parent
+                .entry(reaper)
+                .or_insert_with(|| spare.pop().unwrap_or_default())
+                .record(released_ns.saturating_sub(exit_ns));
+        }
+    }
+
+    pub fn get(&self, parent: &ProcKey) -> Option<&Histogram> {
+        self.by_parent.get(parent).filter(|h| h.count() > 0)
+    }
+
+    /// Sets the rows' interval p99 and max.
+    pub fn annotate(&self, rows: &mut [ParentRow]) {
+        for row in rows {
+            let key = ProcKey {
+                pid: row.pid,
+                start_ticks: row.start_ticks,
+            };
+            let h = self.get(&key);
+            row.reap_latency_p99_us = h.and_then(|h| h.percentile(0.99)).map(us);
+            row.reap_latency_max_us = h.and_then(Histogram::max_ns).map(us);
+        }
+    }
+
+    /// Starts a new interval.
+    pub fn reset(&mut self) {
+        for (_, h) in self.by_parent.extract_if(|_, h| h.count() == 0) {
+            if self.spare.len() < SPARE_HISTOGRAMS {
+                self.spare.push(h);
+            }
+        }
+        self.by_parent.values_mut().for_each(Histogram::reset);
+    }
+}
+
+#[cfg(test)]
+mod tests;
