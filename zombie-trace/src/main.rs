@@ -1,10 +1,11 @@
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
+use zombie_trace::latency::{GroupBy, IntervalLatency, LatencyView};
 use zombie_trace::model::Change;
 use zombie_trace::report::{Alert, AlertTracker, Filter, Pressure, Report, Snapshot};
 use zombie_trace::session::{Session, ledger_from_proc};
@@ -24,6 +25,9 @@ struct Cli {
 enum Command {
     /// Trace live (needs root): report parents that owe reaps, and alert.
     Watch(WatchArgs),
+    /// Trace live (needs root): how long children stay zombies before they are
+    /// released, as histograms per parent (or command) and way of release.
+    Latency(LatencyArgs),
     /// Zombies grouped by the parent that owes the reap, from /proc only (no privileges).
     Snapshot(SnapshotArgs),
     /// What this kernel and these privileges allow, and the fix for each missing part.
@@ -64,15 +68,52 @@ struct WatchArgs {
     /// Alert when a parent reaches this many pending zombies.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     threshold: u32,
-    /// Stop by itself after this many seconds (with a final report).
+    #[command(flatten)]
+    trace: TraceArgs,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+/// What every live-tracing command takes.
+#[derive(Debug, Args)]
+struct TraceArgs {
+    /// Stop by itself after this many seconds, with the final output (default:
+    /// at SIGINT or SIGTERM).
     #[arg(long, value_parser = positive_seconds)]
     duration: Option<f64>,
     /// Ring buffer size in bytes (power of two, at least 4096). Raise it if
     /// reports show lost events.
     #[arg(long, default_value_t = DEFAULT_RING_BYTES)]
     ring_bytes: u32,
+}
+
+impl TraceArgs {
+    fn start_session(&self) -> anyhow::Result<Session> {
+        Ok(Session::start(TracerOptions {
+            ring_bytes: self.ring_bytes,
+            ..TracerOptions::default()
+        })?)
+    }
+}
+
+#[derive(Debug, Args)]
+struct LatencyArgs {
+    /// Write one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// One histogram per reaping process, or per reaping command name.
+    #[arg(long, value_enum, default_value_t = By::Parent)]
+    by: By,
+    #[command(flatten)]
+    trace: TraceArgs,
     #[command(flatten)]
     filter: FilterArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum By {
+    Parent,
+    Comm,
 }
 
 #[derive(Debug, Args)]
@@ -95,7 +136,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Watch(args) => watch(args),
+        Command::Watch(args) => traced(watch_loop(args)),
+        Command::Latency(args) => traced(latency_loop(args)),
         Command::Snapshot(args) => snapshot(args),
         Command::Check { json } => check_command(json),
     };
@@ -138,7 +180,8 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
+/// Runs a live-tracing command: privileges first, then its loop in a runtime.
+fn traced(command: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
     if let Some(problem) = check::privilege_problem() {
         eprintln!("zombie-trace: {problem}");
         return Ok(ExitCode::FAILURE);
@@ -147,7 +190,7 @@ fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(watch_loop(args))
+    runtime.block_on(command)
 }
 
 /// Where reports and alerts go.
@@ -189,31 +232,37 @@ impl Output {
     }
 }
 
-async fn watch_loop(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let filter = args.filter.filter();
-    let mut session = Session::start(TracerOptions {
-        ring_bytes: args.ring_bytes,
-        ..TracerOptions::default()
-    })?;
-    let mut out = Output {
-        json: args.json,
-        out: std::io::stdout(),
-    };
-    let mut alerts = AlertTracker::new(args.threshold);
-    alerts.seed(session.ledger());
-    let now = procfs::boot_time_now_ns()?;
-    for alert in alerts.take(session.ledger(), &filter, now) {
-        out.alert(&alert)?;
+/// What a live-tracing command does with what the session sees.
+trait Consumer {
+    /// One ledger change (the hot path).
+    fn on_change(&mut self, change: &Change);
+    /// After each batch of changes.
+    fn after_batch(&mut self, _session: &Session) -> anyhow::Result<()> {
+        Ok(())
     }
+    /// At each tick of the report interval.
+    fn on_tick(&mut self, _session: &Session) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
 
+/// Feeds `session` to `consumer` until SIGINT, SIGTERM or `duration`
+/// seconds, ticking every `interval` seconds if given; what is still queued
+/// at the end is applied too.
+async fn trace(
+    session: &mut Session,
+    duration: Option<f64>,
+    interval: Option<f64>,
+    consumer: &mut impl Consumer,
+) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let deadline = args
-        .duration
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
+    let deadline = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+    let mut ticker = interval.map(|s| {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(s));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
     loop {
         let until_deadline = async {
             match deadline {
@@ -221,32 +270,136 @@ async fn watch_loop(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 None => std::future::pending().await,
             }
         };
+        let tick = async {
+            match ticker.as_mut() {
+                Some(t) => drop(t.tick().await),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ready = session.readable() => {
                 ready?;
-                session.drain(&mut |change: Change| alerts.on_change(&change));
-                let now = procfs::boot_time_now_ns()?;
-                for alert in alerts.take(session.ledger(), &filter, now) {
-                    out.alert(&alert)?;
-                }
+                session.drain(&mut |change: Change| consumer.on_change(&change));
+                consumer.after_batch(session)?;
             }
-            _ = ticker.tick() => {
-                let now = procfs::boot_time_now_ns()?;
-                out.report(&Report::new(session.ledger(), &filter, now, session.lost_by_reason()))?;
-            }
+            () = tick => consumer.on_tick(session)?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = until_deadline => break,
         }
     }
-    // Final report: whatever is still queued, then the ledger as it stands.
-    session.drain(&mut |change: Change| alerts.on_change(&change));
+    session.drain(&mut |change: Change| consumer.on_change(&change));
+    Ok(())
+}
+
+/// `watch`: alerts as they fire, a report every interval.
+struct Watcher {
+    filter: Filter,
+    out: Output,
+    alerts: AlertTracker,
+    latency: IntervalLatency,
+}
+
+impl Watcher {
+    fn alerts(&mut self, session: &Session) -> anyhow::Result<()> {
+        let now = procfs::boot_time_now_ns()?;
+        for alert in self.alerts.take(session.ledger(), &self.filter, now) {
+            self.out.alert(&alert)?;
+        }
+        Ok(())
+    }
+
+    /// The report on the ledger as it stands, with the interval's reap
+    /// latencies; starts a new interval.
+    fn report(&mut self, session: &Session) -> anyhow::Result<()> {
+        let now = procfs::boot_time_now_ns()?;
+        let mut report = Report::new(
+            session.ledger(),
+            &self.filter,
+            now,
+            session.lost_by_reason(),
+        );
+        self.latency.annotate(&mut report.parents);
+        self.latency.reset();
+        self.out.report(&report)
+    }
+}
+
+impl Consumer for Watcher {
+    fn on_change(&mut self, change: &Change) {
+        self.alerts.on_change(change);
+        self.latency.on_change(change);
+    }
+
+    fn after_batch(&mut self, session: &Session) -> anyhow::Result<()> {
+        self.alerts(session)
+    }
+
+    fn on_tick(&mut self, session: &Session) -> anyhow::Result<()> {
+        self.report(session)
+    }
+}
+
+async fn watch_loop(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let mut session = args.trace.start_session()?;
+    let mut watcher = Watcher {
+        filter: args.filter.filter(),
+        out: Output {
+            json: args.json,
+            out: std::io::stdout(),
+        },
+        alerts: AlertTracker::new(args.threshold),
+        latency: IntervalLatency::default(),
+    };
+    watcher.alerts.seed(session.ledger());
+    watcher.alerts(&session)?;
+    trace(
+        &mut session,
+        args.trace.duration,
+        Some(args.interval),
+        &mut watcher,
+    )
+    .await?;
+    // Final report: the ledger as it stands after the last events.
+    watcher.report(&session)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Consumer for LatencyView {
+    fn on_change(&mut self, change: &Change) {
+        LatencyView::on_change(self, change);
+    }
+}
+
+async fn latency_loop(args: LatencyArgs) -> anyhow::Result<ExitCode> {
+    let mut session = args.trace.start_session()?;
+    let by = match args.by {
+        By::Parent => GroupBy::Parent,
+        By::Comm => GroupBy::Comm,
+    };
+    let mut view = LatencyView::new(by, args.filter.filter());
+    let until = args
+        .trace
+        .duration
+        .map_or_else(|| "Ctrl-C".to_owned(), |s| format!("{s} s or Ctrl-C"));
+    eprintln!("zombie-trace: tracing reap latency (child exit to release) until {until}");
+    let started = Instant::now();
+    trace(&mut session, args.trace.duration, None, &mut view).await?;
     let now = procfs::boot_time_now_ns()?;
-    out.report(&Report::new(
+    let report = view.report(
         session.ledger(),
-        &filter,
         now,
+        started.elapsed().as_secs_f64(),
         session.lost_by_reason(),
-    ))?;
+    );
+    let mut out = Output {
+        json: args.json,
+        out: std::io::stdout(),
+    };
+    if args.json {
+        out.write_json(&report)?;
+    } else {
+        out.write_text(&report.to_text())?;
+    }
     Ok(ExitCode::SUCCESS)
 }
