@@ -154,6 +154,8 @@ pub struct Diagnosis {
     pub pending_zombies: u32,
     pub zombies_before_start: u32,
     pub oldest_zombie_age_ms: Option<u64>,
+    /// False when the oldest zombie predates tracing: its age is a lower bound.
+    pub oldest_zombie_age_exact: bool,
     /// Machine-readable cause, e.g. `never_waits`.
     pub verdict: &'static str,
     /// One line for alerts.
@@ -239,15 +241,17 @@ pub fn diagnose(
 ) -> Option<Diagnosis> {
     let facts = ProcFacts::read(pid)?;
     let process = ledger.find_pid(pid)?;
-    Some(Diagnoser {
-        ledger,
-        process,
-        facts,
-        live,
-        growth,
-        now_ns,
-    }
-    .run())
+    Some(
+        Diagnoser {
+            ledger,
+            process,
+            facts,
+            live,
+            growth,
+            now_ns,
+        }
+        .run(),
+    )
 }
 
 struct Diagnoser<'a> {
@@ -266,7 +270,11 @@ impl Diagnoser<'_> {
 
     fn wall_time(&self, at_ns: u64) -> String {
         let ago = Duration::from_nanos(self.now_ns.saturating_sub(at_ns));
-        timestamp(SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH))
+        timestamp(
+            SystemTime::now()
+                .checked_sub(ago)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        )
     }
 
     fn sigchld(&self) -> SigchldView {
@@ -327,13 +335,17 @@ impl Diagnoser<'_> {
         })
     }
 
-    /// find_new_reaper()'s answer if this process exited now.
+    /// find_new_reaper()'s answer if this process exited now: the nearest
+    /// ancestor subreaper in the same PID namespace, else the namespace's
+    /// init. An ancestor whose subreaper flag no event has shown yet makes
+    /// the answer uncertain, and says so.
     fn adopter(&self) -> Option<AdopterView> {
         let p = self.process;
         if self.facts.is_ns_init() {
             return None; // its namespace dies with it
         }
         let level = self.facts.ns_pids.len();
+        let mut unknown: Option<&Process> = None;
         let mut ancestor = self.ledger.parent_of(&p.key);
         let mut hops = 0;
         while let Some(a) = ancestor {
@@ -343,7 +355,18 @@ impl Diagnoser<'_> {
                 break;
             }
             if a.subreaper == Some(true) || facts.as_ref().is_some_and(ProcFacts::is_ns_init) {
-                return Some(self.adopter_view(a, facts.as_ref()));
+                let mut view = self.adopter_view(a, facts.as_ref());
+                if let Some(u) = unknown.filter(|_| p.has_subreaper_ancestor != Some(false)) {
+                    view.reaps = None;
+                    view.why = format!(
+                        "{}; unless PID {} ({}), whose subreaper flag was not observed, is a child subreaper",
+                        view.why, u.key.pid, u.comm
+                    );
+                }
+                return Some(view);
+            }
+            if a.subreaper.is_none() && unknown.is_none() {
+                unknown = Some(a);
             }
             ancestor = self.ledger.parent_of(&a.key);
             hops += 1;
@@ -364,7 +387,9 @@ impl Diagnoser<'_> {
         let (reaps, why) = if ignores {
             (
                 Some(true),
-                format!("{role}; it ignores SIGCHLD, so the kernel releases inherited zombies at once"),
+                format!(
+                    "{role}; it ignores SIGCHLD, so the kernel releases inherited zombies at once"
+                ),
             )
         } else if a.stats.pending > 0 && (!self.live || a.stats.wait_calls == 0) {
             (
@@ -372,11 +397,18 @@ impl Diagnoser<'_> {
                 format!(
                     "{role}; it owes {} zombies itself{}",
                     a.stats.pending,
-                    if self.live { " and has not called wait" } else { "" }
+                    if self.live {
+                        " and has not called wait"
+                    } else {
+                        ""
+                    }
                 ),
             )
         } else if self.live && a.stats.reaped > 0 {
-            (Some(true), format!("{role}; it reaps ({} so far)", a.stats.reaped))
+            (
+                Some(true),
+                format!("{role}; it reaps ({} so far)", a.stats.reaped),
+            )
         } else {
             (None, format!("{role}; whether it reaps was not observed"))
         };
@@ -393,9 +425,8 @@ impl Diagnoser<'_> {
         let sigchld = self.sigchld();
         let waits = self.waits();
         let adopter = self.adopter();
-        let pressure = PidPressure::read(Some(p.key.pid)).unwrap_or_else(|_| {
-            PidPressure::from_parts(0, u32::MAX, u32::MAX, None)
-        });
+        let pressure = PidPressure::read(Some(p.key.pid))
+            .unwrap_or_else(|_| PidPressure::from_parts(0, u32::MAX, u32::MAX, None));
         let growth_per_s = self.growth.and_then(|g| g.rate_per_s(&p.key));
         let forecast = growth_per_s.filter(|&r| r > 0.0).map(|rate| {
             let seconds = pressure.headroom as f64 / rate;
@@ -405,9 +436,12 @@ impl Diagnoser<'_> {
                 time: timestamp(SystemTime::now() + Duration::from_secs_f64(seconds.min(1e9))),
             }
         });
-        let oldest = self
-            .ledger
-            .oldest_zombie(&p.key)
+        // Zombies found by a scan have no exit time: their age counts from the
+        // start of tracing (a lower bound), which in /proc-only mode is now.
+        let oldest_exit = self.ledger.oldest_zombie(&p.key);
+        let oldest_exact = oldest_exit != Some(crate::model::ExitTime::BeforeStart);
+        let oldest = oldest_exit
+            .filter(|_| self.live || oldest_exact)
             .map(|t| self.ago_ms(self.ledger.exit_ns(t)));
         let process = ProcessView {
             state: self.facts.state.to_string(),
@@ -427,10 +461,15 @@ impl Diagnoser<'_> {
         Diagnosis {
             pid: p.key.pid,
             comm: p.comm.as_str_lossy(),
-            mode: if self.live { Mode::Live } else { Mode::ProcOnly },
+            mode: if self.live {
+                Mode::Live
+            } else {
+                Mode::ProcOnly
+            },
             pending_zombies: p.stats.pending,
             zombies_before_start: p.stats.pending_before_start,
             oldest_zombie_age_ms: oldest,
+            oldest_zombie_age_exact: oldest_exact,
             verdict,
             summary,
             findings,
@@ -468,7 +507,9 @@ impl Diagnoser<'_> {
             'T' | 't' => {
                 return (
                     "stopped",
-                    format!("PID {pid} is stopped, so it cannot run the code that reaps its {n} zombies"),
+                    format!(
+                        "PID {pid} is stopped, so it cannot run the code that reaps its {n} zombies"
+                    ),
                 );
             }
             'D' => {
@@ -476,7 +517,11 @@ impl Diagnoser<'_> {
                     "uninterruptible",
                     format!(
                         "PID {pid} is in uninterruptible sleep{} and cannot reap its {n} zombies until it returns",
-                        self.facts.wchan.as_deref().map(|w| format!(" in {w}")).unwrap_or_default()
+                        self.facts
+                            .wchan
+                            .as_deref()
+                            .map(|w| format!(" in {w}"))
+                            .unwrap_or_default()
                     ),
                 );
             }
@@ -503,22 +548,30 @@ impl Diagnoser<'_> {
         if sigchld.blocked && sigchld.action == "handler" {
             return (
                 "sigchld_blocked",
-                format!("PID {pid} has a SIGCHLD handler but blocks SIGCHLD, so the handler never runs ({n} pending)"),
+                format!(
+                    "PID {pid} has a SIGCHLD handler but blocks SIGCHLD, so the handler never runs ({n} pending)"
+                ),
             );
         }
         if !self.live {
             return match sigchld.action {
                 "handler" => (
                     "handler_installed_proc_only",
-                    format!("PID {pid} owes {n} reaps although a SIGCHLD handler is installed; run zombie-trace as root to see whether it calls wait"),
+                    format!(
+                        "PID {pid} owes {n} reaps although a SIGCHLD handler is installed; run zombie-trace as root to see whether it calls wait"
+                    ),
                 ),
                 "ignored" => (
                     "ignores_sigchld_now",
-                    format!("PID {pid} ignores SIGCHLD now, but these {n} zombies exited before that; they stay until it waits or exits"),
+                    format!(
+                        "PID {pid} ignores SIGCHLD now, but these {n} zombies exited before that; they stay until it waits or exits"
+                    ),
                 ),
                 _ => (
                     "no_handler_proc_only",
-                    format!("PID {pid} owes {n} reaps and has no SIGCHLD handler: unless its main loop calls wait, nothing reaps them"),
+                    format!(
+                        "PID {pid} owes {n} reaps and has no SIGCHLD handler: unless its main loop calls wait, nothing reaps them"
+                    ),
                 ),
             };
         }
@@ -544,7 +597,9 @@ impl Diagnoser<'_> {
             };
             return (
                 "never_waits",
-                format!("PID {pid} never waits: it {how} ({n} pending, {reaped} reaped since tracing began)"),
+                format!(
+                    "PID {pid} never waits: it {how} ({n} pending, {reaped} reaped since tracing began)"
+                ),
             );
         }
         if w.specific > 0 && w.any == 0 && w.group == 0 {
@@ -559,7 +614,9 @@ impl Diagnoser<'_> {
         if reaped > 0 {
             return (
                 "reaps_too_slowly",
-                format!("PID {pid} reaps ({reaped} so far) but more slowly than its children exit ({n} pending)"),
+                format!(
+                    "PID {pid} reaps ({reaped} so far) but more slowly than its children exit ({n} pending)"
+                ),
             );
         }
         (
@@ -578,7 +635,11 @@ impl Diagnoser<'_> {
             sigchld.action,
             sigchld.source,
             if sigchld.blocked { ", blocked" } else { "" },
-            if sigchld.nocldwait == Some(true) { ", SA_NOCLDWAIT" } else { "" }
+            if sigchld.nocldwait == Some(true) {
+                ", SA_NOCLDWAIT"
+            } else {
+                ""
+            }
         ));
         if let Some(c) = &sigchld.last_change {
             out.push(format!(
@@ -633,16 +694,26 @@ impl Diagnoser<'_> {
             action: format!("kill -CHLD {pid}"),
             works: handler_waits && !sigchld.blocked,
             why: match (sigchld.action, self.live) {
-                _ if sigchld.blocked => "SIGCHLD is blocked: the signal stays pending and nothing runs".to_owned(),
+                _ if sigchld.blocked => {
+                    "SIGCHLD is blocked: the signal stays pending and nothing runs".to_owned()
+                }
                 ("handler", true) if p.stats.reaped > 0 => {
                     "its SIGCHLD handler reaps: a fresh signal makes it run again".to_owned()
                 }
-                ("handler", true) => "it has a handler, but no wait call was seen: the handler does not reap".to_owned(),
-                ("handler", false) => "a handler is installed, but without tracing it is unknown whether it reaps".to_owned(),
-                _ => "it has no SIGCHLD handler: the signal's default action is to do nothing".to_owned(),
+                ("handler", true) => {
+                    "it has a handler, but no wait call was seen: the handler does not reap"
+                        .to_owned()
+                }
+                ("handler", false) => {
+                    "a handler is installed, but without tracing it is unknown whether it reaps"
+                        .to_owned()
+                }
+                _ => "it has no SIGCHLD handler: the signal's default action is to do nothing"
+                    .to_owned(),
             },
         });
-        let restart_works = !self.facts.is_ns_init() && adopter.is_some_and(|a| a.reaps != Some(false));
+        let restart_works =
+            !self.facts.is_ns_init() && adopter.is_some_and(|a| a.reaps != Some(false));
         steps.push(Step {
             action: format!("restart PID {pid} gracefully (SIGTERM, let it drain its jobs)"),
             works: restart_works,
@@ -705,15 +776,20 @@ impl Diagnosis {
     pub fn to_text(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        let _ = writeln!(
+        let _ =
+            writeln!(
             out,
             "PID {} ({}): {} pending zombies{}  [{}]",
             self.pid,
             self.comm,
             self.pending_zombies,
             self.oldest_zombie_age_ms
-                .map(|ms| format!(", oldest {}", format_age(ms)))
-                .unwrap_or_default(),
+                .map(|ms| format!(
+                    ", oldest {}{}",
+                    if self.oldest_zombie_age_exact { "" } else { ">" },
+                    format_age(ms)
+                ))
+                .unwrap_or_else(|| ", oldest: age unknown (exited before this scan)".to_owned()),
             match self.mode {
                 Mode::Live => "live: traced",
                 Mode::ProcOnly => "/proc only: run as root for wait behaviour",
@@ -744,7 +820,11 @@ impl Diagnosis {
             }
         );
         if let Some(a) = &self.adopter {
-            let _ = writeln!(out, "  - if it exits, PID {} ({}) inherits its zombies: {}", a.pid, a.comm, a.why);
+            let _ = writeln!(
+                out,
+                "  - if it exits, PID {} ({}) inherits its zombies: {}",
+                a.pid, a.comm, a.why
+            );
         }
         let _ = writeln!(out, "\nPressure");
         let p = &self.pressure;
@@ -756,7 +836,12 @@ impl Diagnosis {
             p.threads_max,
             p.cgroup
                 .as_ref()
-                .map(|c| format!("; cgroup {}: pids {} / {}", c.path.display(), c.current, c.max))
+                .map(|c| format!(
+                    "; cgroup {}: pids {} / {}",
+                    c.path.display(),
+                    c.current,
+                    c.max
+                ))
                 .unwrap_or_default()
         );
         match (&self.forecast, self.growth_per_s) {
@@ -770,10 +855,16 @@ impl Diagnosis {
                 );
             }
             (None, Some(rate)) => {
-                let _ = writeln!(out, "  - not growing ({rate:.1} zombies/s): no exhaustion forecast");
+                let _ = writeln!(
+                    out,
+                    "  - not growing ({rate:.1} zombies/s): no exhaustion forecast"
+                );
             }
             _ => {
-                let _ = writeln!(out, "  - growth rate not measured (needs a few seconds of tracing)");
+                let _ = writeln!(
+                    out,
+                    "  - growth rate not measured (needs a few seconds of tracing)"
+                );
             }
         }
         let _ = writeln!(out, "\nWhat to do");
@@ -806,6 +897,8 @@ pub enum ExplainError {
     Session(#[from] crate::session::SessionError),
     #[error(transparent)]
     Tracer(#[from] crate::tracer::TracerError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 impl ExplainError {
@@ -917,7 +1010,10 @@ mod tests {
         assert!(matches!(parse_pid("0"), Err(ExplainError::NotAPid(_))));
         assert!(matches!(parse_pid("-3"), Err(ExplainError::NotAPid(_))));
         assert!(matches!(parse_pid("job"), Err(ExplainError::NotAPid(_))));
-        assert!(matches!(parse_pid("4294967295"), Err(ExplainError::NotAPid(_))));
+        assert!(matches!(
+            parse_pid("4294967295"),
+            Err(ExplainError::NotAPid(_))
+        ));
         assert!(parse_pid("abc").is_err_and(|e| e.is_usage()));
     }
 

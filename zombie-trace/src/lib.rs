@@ -5,10 +5,12 @@
 //! everything the user sees is a view on that ledger ([`report`], [`latency`]).
 pub mod btf;
 pub mod check;
+pub mod diagnosis;
 pub mod events;
 pub mod latency;
 pub mod layout;
 pub mod model;
+pub mod pressure;
 pub mod procfs;
 pub mod report;
 pub mod session;

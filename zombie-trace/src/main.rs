@@ -5,9 +5,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
+use zombie_trace::diagnosis::{self, GrowthTracker};
 use zombie_trace::latency::{GroupBy, IntervalLatency, LatencyView};
 use zombie_trace::model::Change;
-use zombie_trace::report::{Alert, AlertTracker, Filter, Pressure, Report, Snapshot};
+use zombie_trace::report::{
+    Alert, AlertDiagnosis, AlertTracker, Filter, Pressure, Report, Snapshot,
+};
 use zombie_trace::session::{Session, ledger_from_proc};
 use zombie_trace::tracer::TracerOptions;
 use zombie_trace::{check, procfs};
@@ -28,6 +31,9 @@ enum Command {
     /// Trace live (needs root): how long children stay zombies before they are
     /// released, as histograms per parent (or command) and way of release.
     Latency(LatencyArgs),
+    /// Why one process leaks zombies, how long until the PID space runs out, and
+    /// what will (and will not) help. Live with root, /proc-only otherwise.
+    Explain(ExplainArgs),
     /// Zombies grouped by the parent that owes the reap, from /proc only (no privileges).
     Snapshot(SnapshotArgs),
     /// What this kernel and these privileges allow, and the fix for each missing part.
@@ -117,6 +123,23 @@ enum By {
 }
 
 #[derive(Debug, Args)]
+struct ExplainArgs {
+    /// The process to explain (a parent, or a zombie: then its parent).
+    #[arg(allow_hyphen_values = true)]
+    pid: String,
+    /// Write JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to trace before diagnosing (with root), to see waits and
+    /// measure the zombie growth rate.
+    #[arg(long, default_value_t = 2.0, value_parser = positive_seconds)]
+    observe: f64,
+    /// Diagnose from /proc only, even with root.
+    #[arg(long)]
+    proc_only: bool,
+}
+
+#[derive(Debug, Args)]
 struct SnapshotArgs {
     /// Write JSON instead of text.
     #[arg(long)]
@@ -138,6 +161,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Watch(args) => traced(watch_loop(args)),
         Command::Latency(args) => traced(latency_loop(args)),
+        Command::Explain(args) => explain(args),
         Command::Snapshot(args) => snapshot(args),
         Command::Check { json } => check_command(json),
     };
@@ -162,6 +186,44 @@ fn check_command(json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Exit status for a PID that is not a live process.
+const EXIT_USAGE: u8 = 2;
+
+fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let live = !args.proc_only && check::privilege_problem().is_none();
+    let result = diagnosis::parse_pid(&args.pid).and_then(|pid| {
+        if live {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(diagnosis::ExplainError::Runtime)?;
+            runtime.block_on(diagnosis::explain_live(
+                pid,
+                Duration::from_secs_f64(args.observe),
+                TracerOptions::default(),
+            ))
+        } else {
+            diagnosis::explain_proc_only(pid)
+        }
+    });
+    let explanation = match result {
+        Ok(explanation) => explanation,
+        Err(err) if err.is_usage() => {
+            eprintln!("zombie-trace: {err}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &explanation)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", explanation.to_text())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn snapshot(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
@@ -298,12 +360,23 @@ struct Watcher {
     out: Output,
     alerts: AlertTracker,
     latency: IntervalLatency,
+    growth: GrowthTracker,
 }
 
 impl Watcher {
     fn alerts(&mut self, session: &Session) -> anyhow::Result<()> {
         let now = procfs::boot_time_now_ns()?;
-        for alert in self.alerts.take(session.ledger(), &self.filter, now) {
+        for mut alert in self.alerts.take(session.ledger(), &self.filter, now) {
+            // Cold path: an alert is rare, a diagnosis reads a few /proc files.
+            alert.diagnosis = diagnosis::diagnose(
+                session.ledger(),
+                alert.parent.pid,
+                true,
+                Some(&self.growth),
+                now,
+            )
+            .as_ref()
+            .map(AlertDiagnosis::from);
             self.out.alert(&alert)?;
         }
         Ok(())
@@ -321,6 +394,7 @@ impl Watcher {
         );
         self.latency.annotate(&mut report.parents);
         self.latency.reset();
+        self.growth.sample(session.ledger(), now);
         self.out.report(&report)
     }
 }
@@ -350,6 +424,7 @@ async fn watch_loop(args: WatchArgs) -> anyhow::Result<ExitCode> {
         },
         alerts: AlertTracker::new(args.threshold),
         latency: IntervalLatency::default(),
+        growth: GrowthTracker::default(),
     };
     watcher.alerts.seed(session.ledger());
     watcher.alerts(&session)?;

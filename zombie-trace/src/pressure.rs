@@ -178,8 +178,12 @@ fn pids_cgroup_dirs(membership: &str, mounts: &str) -> Vec<(PathBuf, String)> {
 fn mount_point(mounts: &str, wanted: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
     mounts.lines().find_map(|line| {
         let mut fields = line.split_whitespace();
-        let (_source, target, fstype, options) =
-            (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+        let (_source, target, fstype, options) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
         wanted(fstype, options).then(|| PathBuf::from(target))
     })
 }
@@ -200,8 +204,14 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
         assert_eq!(
             pids_cgroup_dirs(membership, MOUNTS),
             vec![
-                (PathBuf::from("/sys/fs/cgroup/pids"), "/jobs/runner".to_owned()),
-                (PathBuf::from("/sys/fs/cgroup/unified"), "/jobs/runner".to_owned()),
+                (
+                    PathBuf::from("/sys/fs/cgroup/pids"),
+                    "/jobs/runner".to_owned()
+                ),
+                (
+                    PathBuf::from("/sys/fs/cgroup/unified"),
+                    "/jobs/runner".to_owned()
+                ),
             ]
         );
     }

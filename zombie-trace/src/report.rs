@@ -277,11 +277,39 @@ pub struct Alert {
     pub time: String,
     pub parent: ParentRow,
     pub threshold: u32,
+    /// Why it leaks and what to do (see `zombie-trace explain`).
+    pub diagnosis: Option<AlertDiagnosis>,
+}
+
+/// The diagnosis summary an alert carries.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AlertDiagnosis {
+    pub verdict: &'static str,
+    pub summary: String,
+    /// Seconds until the tightest PID limit at the current growth, if growing.
+    pub exhausted_in_s: Option<f64>,
+    /// The first action that will work.
+    pub next_step: Option<String>,
+}
+
+impl From<&crate::diagnosis::Diagnosis> for AlertDiagnosis {
+    fn from(d: &crate::diagnosis::Diagnosis) -> Self {
+        Self {
+            verdict: d.verdict,
+            summary: d.summary.clone(),
+            exhausted_in_s: d.forecast.as_ref().map(|f| f.seconds),
+            next_step: d
+                .remediation
+                .iter()
+                .find(|s| s.works)
+                .map(|s| s.action.clone()),
+        }
+    }
 }
 
 impl Alert {
     pub fn to_text(&self) -> String {
-        format!(
+        let mut out = format!(
             "{}  ALERT pid {} ({}) owes {} reaps (threshold {}), oldest zombie {}\n",
             self.time,
             self.parent.pid,
@@ -289,7 +317,25 @@ impl Alert {
             self.parent.pending_zombies,
             self.threshold,
             self.parent.oldest_age_text()
-        )
+        );
+        if let Some(d) = &self.diagnosis {
+            let _ = writeln!(out, "    why: {}", d.summary);
+            if let Some(s) = d.exhausted_in_s {
+                let _ = writeln!(
+                    out,
+                    "    PID space exhausted in ~{}",
+                    format_age((s * 1000.0) as u64)
+                );
+            }
+            if let Some(step) = &d.next_step {
+                let _ = writeln!(
+                    out,
+                    "    do: {step}   (details: zombie-trace explain {})",
+                    self.parent.pid
+                );
+            }
+        }
+        out
     }
 }
 
@@ -365,6 +411,7 @@ impl AlertTracker {
                 time: time.clone(),
                 parent: ParentRow::of(ledger, p, now_ns),
                 threshold,
+                diagnosis: None,
             })
             .collect()
     }
