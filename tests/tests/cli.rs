@@ -127,8 +127,14 @@ fn watch_names_a_never_waiting_parent_within_two_seconds() {
         if line["type"] == "alert" && line["parent"]["pid"] == leaker_pid {
             assert_eq!(line["threshold"], 20);
             assert_eq!(line["parent"]["pending_zombies"], 20);
-            assert_eq!(line["diagnosis"]["verdict"], "never_waits", "the alert says why: {line}");
-            assert!(line["diagnosis"]["next_step"].is_string(), "and what works: {line}");
+            assert_eq!(
+                line["diagnosis"]["verdict"], "never_waits",
+                "the alert says why: {line}"
+            );
+            assert!(
+                line["diagnosis"]["next_step"].is_string(),
+                "and what works: {line}"
+            );
             alerted = true;
         }
         if is_report(line) {
