@@ -356,6 +356,8 @@ pub struct LedgerCounters {
     pub duplicate_exits: u64,
     /// Wait returns that reported a child the ledger had no zombie for.
     pub unmatched_reaps: u64,
+    /// Releases of processes with no known reaper (should stay 0).
+    pub unattributed_releases: u64,
 }
 
 /// The per-parent ledger over the process model.
@@ -593,17 +595,14 @@ impl Ledger {
             ProcState::Zombie(t) => t,
             ProcState::Alive => ExitTime::At(now_ns),
         };
-        let (reaper, reaper_comm, pending) = match parent.and_then(|p| self.proc(p)) {
-            Some(p) => (p.key, p.comm, p.stats.pending),
-            None => (
-                ProcKey {
-                    pid: 0,
-                    start_ticks: 0,
-                },
-                Comm::default(),
-                0,
-            ),
+        // Every path that releases a process has linked it to its reaper
+        // first (invariant 4); a release with no reaper is not reported as
+        // anyone's.
+        let Some(p) = parent.and_then(|p| self.proc(p)) else {
+            self.counters.unattributed_releases += 1;
+            return;
         };
+        let (reaper, reaper_comm, pending) = (p.key, p.comm, p.stats.pending);
         emit(Change::Released {
             reaper,
             reaper_comm,
@@ -858,6 +857,7 @@ impl Ledger {
                     // reparent_leader(): the adopter ignores SIGCHLD, so the
                     // kernel releases inherited zombies on the spot.
                     self.link(c, adopter);
+                    self.proc_mut(adopter).stats.auto_reaped += 1;
                     self.release(c, ReapKind::AdopterAutoReap, now, emit);
                     continue;
                 }

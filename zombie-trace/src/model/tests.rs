@@ -285,6 +285,11 @@ fn an_adopter_that_ignores_sigchld_releases_inherited_zombies() {
     ));
     assert_eq!(f.pending(key(1, 0)), 1, "only the leaky parent itself");
     assert_eq!(f.released(), vec![(200, ReapKind::AdopterAutoReap)]);
+    assert_eq!(
+        f.ledger.get(&key(1, 0)).map(|p| p.stats.auto_reaped),
+        Some(1),
+        "the adopter's SIGCHLD disposition released it"
+    );
 }
 
 #[test]
