@@ -141,7 +141,10 @@ pub struct Forecast {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Step {
     pub action: String,
+    /// The data shows it will work.
     pub works: bool,
+    /// The data can neither confirm nor rule it out (`works` is false).
+    pub unverified: bool,
     pub why: String,
 }
 
@@ -686,6 +689,7 @@ impl Diagnoser<'_> {
             steps.push(Step {
                 action: format!("kill -CONT {pid}"),
                 works: true,
+                unverified: false,
                 why: "a stopped process runs again and can reap".to_owned(),
             });
         }
@@ -693,6 +697,7 @@ impl Diagnoser<'_> {
         steps.push(Step {
             action: format!("kill -CHLD {pid}"),
             works: handler_waits && !sigchld.blocked,
+            unverified: !self.live && sigchld.action == "handler" && !sigchld.blocked,
             why: match (sigchld.action, self.live) {
                 _ if sigchld.blocked => {
                     "SIGCHLD is blocked: the signal stays pending and nothing runs".to_owned()
@@ -713,10 +718,11 @@ impl Diagnoser<'_> {
             },
         });
         let restart_works =
-            !self.facts.is_ns_init() && adopter.is_some_and(|a| a.reaps != Some(false));
+            !self.facts.is_ns_init() && adopter.is_some_and(|a| a.reaps == Some(true));
         steps.push(Step {
             action: format!("restart PID {pid} gracefully (SIGTERM, let it drain its jobs)"),
             works: restart_works,
+            unverified: !self.facts.is_ns_init() && adopter.is_some_and(|a| a.reaps.is_none()),
             why: match adopter {
                 _ if self.facts.is_ns_init() => "it is the init of its PID namespace: when it exits, the kernel kills every process in the namespace".to_owned(),
                 Some(a) => format!(
@@ -730,22 +736,26 @@ impl Diagnoser<'_> {
             steps.push(Step {
                 action: "run a real init as PID 1 of the container (tini, dumb-init, `docker run --init`) or make the subreaper wait for adopted children".to_owned(),
                 works: true,
+                unverified: false,
                 why: "an init that loops on waitpid(-1) reaps every orphan it inherits".to_owned(),
             });
         }
         steps.push(Step {
             action: "fix the parent: a SIGCHLD handler (or main loop) that calls waitpid(-1, &status, WNOHANG) until it returns 0".to_owned(),
             works: true,
+            unverified: false,
             why: "only the parent can release its zombies; waiting for any child (-1), not one specific PID, reaps them all".to_owned(),
         });
         steps.push(Step {
             action: "kill -9 the zombies".to_owned(),
             works: false,
+            unverified: false,
             why: "zombies are already dead: signals do nothing; only a wait by the parent releases them".to_owned(),
         });
         steps.push(Step {
             action: "waitpid() from another process or a helper script".to_owned(),
             works: false,
+            unverified: false,
             why: "only the parent (or, after it dies, its adopter) can wait for a child".to_owned(),
         });
         let buys = match (growth, pressure.limit) {
@@ -765,9 +775,10 @@ impl Diagnoser<'_> {
                 Limit::PidMax => "raise kernel.pid_max".to_owned(),
             },
             works: false,
+            unverified: false,
             why: buys,
         });
-        steps.sort_by_key(|s| !s.works);
+        steps.sort_by_key(|s| (!s.works, !s.unverified));
         steps
     }
 }
@@ -873,7 +884,13 @@ impl Diagnosis {
                 out,
                 "  {}. [{}] {} — {}",
                 i + 1,
-                if s.works { "works" } else { "won't work" },
+                if s.works {
+                    "works"
+                } else if s.unverified {
+                    "unverified"
+                } else {
+                    "won't work"
+                },
                 s.action,
                 s.why
             );
