@@ -257,6 +257,13 @@ fn the_forecast_for_a_steady_leak_is_within_twenty_percent() {
         let hit = report["at_ns"].as_u64().expect("at_ns");
         let actual = hit.saturating_sub(now) as f64 / 1e9;
         let error = (forecast.seconds - actual).abs() / actual;
+        eprintln!(
+            "forecast {:.3} s, actual {actual:.3} s ({:.1}% off), rate {:?}/s, headroom {}",
+            forecast.seconds,
+            error * 100.0,
+            d.growth_per_s,
+            d.pressure.headroom
+        );
         assert!(
             error <= 0.2,
             "forecast {:.2} s, actual {actual:.2} s ({:.0}% off); rate {:?}/s",
