@@ -319,6 +319,8 @@ async fn trace(
 ) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // A closed terminal or a supervisor's HUP stops tracing cleanly too.
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let deadline = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
     let mut ticker = interval.map(|s| {
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(s));
@@ -347,6 +349,7 @@ async fn trace(
             () = tick => consumer.on_tick(session)?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => break,
             () = until_deadline => break,
         }
     }

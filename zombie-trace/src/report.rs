@@ -125,16 +125,8 @@ pub struct Pressure {
 impl Pressure {
     /// Reads the kernel's task count from /proc/loadavg (cheap: no scan).
     pub fn read() -> Option<Self> {
-        let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
-        let tasks = loadavg
-            .split_whitespace()
-            .nth(3)?
-            .split('/')
-            .nth(1)?
-            .parse()
-            .ok()?;
         Some(Self {
-            tasks,
+            tasks: crate::pressure::host_tasks()?,
             pid_max: crate::procfs::pid_max().ok()?,
         })
     }
@@ -155,6 +147,9 @@ pub struct Report {
     /// Events the kernel could not deliver: while non-zero, counts may be low.
     pub lost_events: u64,
     pub lost_by_reason: LostCounts,
+    /// False once any event was lost: the ledger may miss forks, exits or
+    /// reaps since then, so its counts are lower bounds.
+    pub complete: bool,
     pub pending_zombies: u64,
     #[serde(flatten)]
     pub pressure: Option<Pressure>,
@@ -172,6 +167,7 @@ impl Report {
             parents,
             lost_events: lost.total(),
             lost_by_reason: lost,
+            complete: lost.total() == 0,
             pressure: Pressure::read(),
             events: ledger.counters.events,
         }
@@ -189,12 +185,13 @@ impl Report {
         });
         let _ = writeln!(
             out,
-            "{}  {} pending zombies, {} parents{}  lost events: {}",
+            "{}  {} pending zombies, {} parents{}  lost events: {}{}",
             self.time,
             self.pending_zombies,
             self.parents.len(),
             pressure,
-            self.lost_events
+            self.lost_events,
+            if self.complete { "" } else { "  [INCOMPLETE]" }
         );
         write_lost_warnings(&mut out, self.lost_by_reason);
         if self.parents.is_empty() {
@@ -386,11 +383,17 @@ impl AlertTracker {
             } => self.observe(parent, pending),
             Change::Adopted { to, pending, .. } => self.observe(to, pending),
             Change::Released {
-                reaper, pending, ..
+                reaper,
+                pending,
+                child,
+                ..
             } => {
                 if pending < self.threshold {
                     self.alerted.remove(&reaper);
                 }
+                // A released process is gone for good: forget it (keeps the
+                // set bounded under churn).
+                self.alerted.remove(&child);
             }
         }
     }

@@ -1,0 +1,254 @@
+//! Abuse: overflow, signals, bad input, long churn. The tracer must count what
+//! it loses, stop cleanly, refuse nonsense with a message, and stay flat.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use zombie_trace::report::{Filter, Report};
+use zombie_trace::tracer::TracerOptions;
+use zombie_trace_tests::Workload;
+
+/// A one-page ring buffer overflowed by an undrained burst: the loss is
+/// counted, and the report says its ledger is incomplete.
+#[test]
+fn an_overflowing_ring_marks_the_report_incomplete() {
+    if !privileged("an_overflowing_ring_marks_the_report_incomplete") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut session = start_session(TracerOptions {
+            ring_bytes: 4096,
+            ..TracerOptions::default()
+        });
+        let workload = Workload::start("never-waits", &["300"]);
+        let lost = session.lost_by_reason();
+        assert!(lost.ring_full > 0, "expected ring_full losses: {lost:?}");
+        session.drain(&mut |_| {});
+        let now = zombie_trace::procfs::boot_time_now_ns().expect("clock");
+        let report = Report::new(
+            session.ledger(),
+            &Filter::default(),
+            now,
+            session.lost_by_reason(),
+        );
+        assert!(!report.complete);
+        assert_eq!(report.lost_events, report.lost_by_reason.total());
+        let json = serde_json::to_value(&report).expect("JSON");
+        assert_eq!(json["complete"], false);
+        assert!(json["lost_events"].as_u64().is_some_and(|n| n > 0));
+        assert!(
+            report.to_text().contains("INCOMPLETE"),
+            "{}",
+            report.to_text()
+        );
+        assert!(report.to_text().contains("raise --ring-bytes"));
+        drop(workload);
+    });
+}
+
+/// BPF program IDs held open by a process (from its fdinfo).
+fn bpf_program_ids(pid: u32) -> HashSet<u32> {
+    let mut ids = HashSet::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
+    for entry in entries.flatten() {
+        if let Ok(info) = std::fs::read_to_string(entry.path()) {
+            ids.extend(
+                info.lines()
+                    .filter_map(|l| l.strip_prefix("prog_id:"))
+                    .filter_map(|v| v.trim().parse::<u32>().ok()),
+            );
+        }
+    }
+    ids
+}
+
+fn loaded_program_ids() -> HashSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| p.id())
+        .collect()
+}
+
+#[test]
+fn sigint_sigterm_and_sighup_detach_flush_and_exit_zero() {
+    if !privileged("sigint_sigterm_and_sighup_detach_flush_and_exit_zero") {
+        return;
+    }
+    for (name, signal) in [
+        ("SIGINT", libc::SIGINT),
+        ("SIGTERM", libc::SIGTERM),
+        ("SIGHUP", libc::SIGHUP),
+    ] {
+        let mut child = Command::new(workspace_bin("zombie-trace"))
+            .args(["watch", "--json", "--interval", "30"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn watch");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(Result::ok).expect("a first report");
+        assert!(first.contains("\"type\":\"report\""), "{first}");
+        let programs = bpf_program_ids(child.id());
+        assert!(
+            programs.len() >= 10,
+            "{name}: its programs are loaded: {programs:?}"
+        );
+
+        // Safety: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let status = child.wait().expect("wait");
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{name}: exit status, stderr: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(
+            rest.iter().any(|l| l.contains("\"type\":\"report\"")),
+            "{name}: a final report is flushed: {rest:?}"
+        );
+        // The kernel frees a program after an RCU grace period once its last
+        // reference is gone: give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut still = &programs & &loaded_program_ids();
+        while !still.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            still = &programs & &loaded_program_ids();
+        }
+        assert!(
+            still.is_empty(),
+            "{name}: programs still loaded after exit: {still:?}"
+        );
+    }
+}
+
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(workspace_bin("zombie-trace"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run zombie-trace");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_get_a_message_not_a_panic() {
+    for (args, fragment) in [
+        (
+            &["watch", "--interval", "0"][..],
+            "positive number of seconds",
+        ),
+        (
+            &["watch", "--interval", "soon"][..],
+            "positive number of seconds",
+        ),
+        (&["watch", "--threshold", "0"][..], "threshold"),
+        (&["watch", "--bogus"][..], "--bogus"),
+        (&["latency", "--by", "nothing"][..], "nothing"),
+        (&["explain"][..], "PID"),
+        (&["snapshot", "--pid", "-5"][..], "-5"),
+    ] {
+        let (code, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(fragment),
+            "{args:?} should mention {fragment}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    if privileged("bad_flags_get_a_message_not_a_panic (ring size)") {
+        let (code, stderr) = run(&["watch", "--ring-bytes", "5000", "--duration", "1"]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("power of two"), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+/// Ten minutes of short-lived processes (well over 100,000) under the real
+/// `watch`: its memory stays flat. `ZOMBIE_TRACE_SOAK_SECS` shortens it for
+/// local runs; CI runs the full ten minutes.
+#[test]
+fn a_ten_minute_churn_soak_keeps_memory_flat() {
+    if !privileged("a_ten_minute_churn_soak_keeps_memory_flat") {
+        return;
+    }
+    let soak_secs: u64 = std::env::var("ZOMBIE_TRACE_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let mut watch = Command::new(workspace_bin("zombie-trace"))
+        .args(["watch", "--json", "--interval", "5", "--threshold", "50"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut last = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            last = line;
+        }
+        last
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .expect("VmRSS")
+    };
+    let mut churn = Workload::start("churn", &[&soak_secs.to_string()]);
+    // Warm up: tables reach their working size in the first stretch.
+    let warm = Duration::from_secs((soak_secs / 10).clamp(10, 60));
+    std::thread::sleep(warm);
+    let warm_kib = rss(watch.id());
+    let started = Instant::now();
+    let line = churn
+        .next_line(Duration::from_secs(soak_secs + 60))
+        .expect("churn reports its count");
+    let end_kib = rss(watch.id());
+    let done: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    let processes = done["processes"].as_u64().expect("processes");
+    eprintln!(
+        "soak: {processes} processes in {soak_secs} s; watch RSS {warm_kib} KiB after {warm:?}, {end_kib} KiB after {:?} more",
+        started.elapsed()
+    );
+    if soak_secs >= 600 {
+        assert!(processes >= 100_000, "only {processes} processes churned");
+    }
+    assert!(
+        end_kib <= warm_kib + 4096,
+        "RSS grew from {warm_kib} KiB to {end_kib} KiB under churn"
+    );
+    // Safety: kill(2) on our own child.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
+    let status = watch.wait().expect("wait watch");
+    assert_eq!(status.code(), Some(0));
+    let last = reader.join().expect("reader");
+    let report: serde_json::Value = serde_json::from_str(&last).expect("final report");
+    assert_eq!(report["type"], "report");
+    assert_eq!(
+        report["complete"], true,
+        "no events lost under churn: {report}"
+    );
+    drop(churn);
+}
