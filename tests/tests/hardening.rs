@@ -252,3 +252,25 @@ fn a_ten_minute_churn_soak_keeps_memory_flat() {
     );
     drop(churn);
 }
+
+/// What a user sees when the kernel lacks BTF or tracefs cannot be mounted:
+/// one line that names the problem and the fix.
+#[test]
+fn missing_btf_and_unmountable_tracefs_name_the_fix() {
+    let err = match zombie_trace::btf::Btf::from_path(std::path::Path::new(
+        "/nonexistent/zombie-trace-test/vmlinux",
+    )) {
+        Ok(_) => panic!("BTF parsed from a path that does not exist"),
+        Err(err) => err.to_string(),
+    };
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+
+    let err = zombie_trace::tracefs::TraceFsError::MountPermission {
+        error: std::io::Error::from_raw_os_error(libc::EPERM),
+    }
+    .to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("mount -t tracefs tracefs"), "{err}");
+    assert!(err.contains("root"), "{err}");
+}
