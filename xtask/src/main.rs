@@ -1,5 +1,6 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|lint>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|lint|bench>`.
 
+mod bench;
 mod cmd;
 mod setup;
 
@@ -43,6 +44,10 @@ enum Task {
     },
     /// rustfmt check and clippy (-D warnings) on every crate, eBPF included.
     Lint,
+    /// Release build, then the benchmark (root): CPU per process lifecycle
+    /// against bpftrace, fork-storm throughput, a burst of exits, start-up
+    /// with many zombies, RSS and latency; refreshes docs/benchmarks.md.
+    Bench(bench::BenchArgs),
 }
 
 /// The cargo workspace xtask works on, from `cargo metadata`.
@@ -105,6 +110,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         }
         Task::Test { args } => test(&ws, &args)?,
         Task::Lint => lint(&ws)?,
+        Task::Bench(args) => bench::bench(&ws, args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
