@@ -15,6 +15,11 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const LOST_MAP: &str = "LOST";
 /// Name of the global holding the kernel layout ([`KernelLayout`]).
 pub const LAYOUT_GLOBAL: &str = "LAYOUT";
+/// Name of the u64 global: unread bytes in the ring buffer at which a
+/// program wakes the reader. Below it the reader is not woken per event; it
+/// drains on its own timer instead (a wake-up per event costs more than the
+/// event).
+pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 /// Default ring buffer size in bytes (power of two, multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 4 * 1024 * 1024;
 
@@ -140,13 +145,15 @@ pub mod exit_flags {
     pub const AUTOREAP: u32 = 1 << 0;
     /// The process is traced: its tracer is notified first.
     pub const PTRACED: u32 = 1 << 1;
-    /// `adopter` is valid: who inherits this process's children.
+    /// `adopter` is valid: who inherits this process's children. Only
+    /// computed when the process has children at its death.
     pub const HAS_ADOPTER: u32 = 1 << 2;
     /// The adopter ignores SIGCHLD or set SA_NOCLDWAIT: zombies it inherits
     /// are released at once.
     pub const ADOPTER_AUTOREAPS: u32 = 1 << 3;
     /// The exiting process is the init of its PID namespace: the kernel kills
-    /// and reaps everything in the namespace itself.
+    /// and reaps everything in the namespace itself. Only computed when the
+    /// process has children at its death.
     pub const NS_INIT: u32 = 1 << 4;
     /// The process had set PR_SET_CHILD_SUBREAPER.
     pub const SUBREAPER: u32 = 1 << 5;
@@ -333,6 +340,8 @@ pub struct KernelLayout {
     pub task_sighand: u32,
     pub task_thread_pid: u32,
     pub task_comm: u32,
+    /// `task_struct.children.next`: the list is empty when it points at itself.
+    pub task_children: u32,
     // struct signal_struct
     pub signal_live: u32,
     pub signal_subreaper_word: u32,
@@ -376,7 +385,7 @@ pub struct KernelLayout {
     /// constant to the verifier) rather than `.bss`.
     pub marker: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 40 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 41 * 4);
 
 impl KernelLayout {
     pub const MARKER: u32 = 0x5a54_4c59;
@@ -394,6 +403,7 @@ impl KernelLayout {
         task_sighand: 0,
         task_thread_pid: 0,
         task_comm: 0,
+        task_children: 0,
         signal_live: 0,
         signal_subreaper_word: 0,
         signal_is_child_subreaper_bit: 0,

@@ -29,6 +29,11 @@ use zombie_trace_common::{
 #[unsafe(no_mangle)]
 static LAYOUT: KernelLayout = KernelLayout::UNSET;
 
+/// Unread bytes at which a program wakes the reader (see
+/// `zombie_trace_common::WAKEUP_BYTES_GLOBAL`); set by userspace.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 64 * 1024;
+
 /// Resized by userspace (`--ring-bytes`) before loading.
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
@@ -46,6 +51,10 @@ static WAIT_ENTRIES: LruHashMap<u32, WaitEntry> = LruHashMap::with_max_entries(1
 /// matching exit, by thread id.
 #[map(name = "ATTR_ENTRIES")]
 static ATTR_ENTRIES: LruHashMap<u32, AttrEntry> = LruHashMap::with_max_entries(4096, 0);
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
 
 const SIGCHLD: u64 = 17;
 const PR_SET_CHILD_SUBREAPER: u64 = 36;
@@ -73,6 +82,19 @@ fn read<T>(base: *const u8, offset: usize) -> Result<T, u32> {
 fn count_lost(reason: LostReason) {
     if let Some(slot) = LOST.get_ptr_mut(reason as u32) {
         unsafe { *slot += 1 };
+    }
+}
+
+/// Submit flags: wake the reader only once enough is queued. Waking it for
+/// every record costs more than the record; the reader also drains on a
+/// short timer, so a quiet buffer is never left unread for long.
+#[inline(always)]
+fn wakeup() -> u64 {
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
     }
 }
 
@@ -185,7 +207,7 @@ fn try_sched_process_fork(ctx: RawTracePointContext) -> Result<u32, u32> {
     match filled {
         Ok(event) => {
             entry.write(event);
-            entry.submit(0);
+            entry.submit(wakeup());
         }
         Err(_) => {
             entry.discard(0);
@@ -225,7 +247,7 @@ fn try_sched_process_exit(ctx: RawTracePointContext) -> Result<u32, u32> {
     match exit_event(task) {
         Ok(event) => {
             entry.write(event);
-            entry.submit(0);
+            entry.submit(wakeup());
         }
         Err(_) => {
             entry.discard(0);
@@ -262,30 +284,39 @@ fn exit_event(task: Task) -> Result<ExitEvent, u32> {
     // namespace's init. When this process is that init, the kernel kills and
     // reaps the whole namespace itself.
     let tgid: u32 = read(task, layout!(task_tgid))?;
-    let ns_reaper = ns_child_reaper(leader)?;
+    // Children live on the thread that forked them and move to a surviving
+    // thread when it exits, so at the group's death they are all on `task`.
+    // Most exiting processes have none: skip the adopter walk for them.
+    let children = task.wrapping_add(layout!(task_children));
+    let has_children = read::<*const u8>(task, layout!(task_children))? != children;
     let mut adopter = ProcessId::default();
-    if read::<u32>(ns_reaper, layout!(task_tgid))? == tgid {
-        flags |= exit_flags::NS_INIT;
-    } else {
-        let mut reaper = ns_reaper;
-        if signal_bit(leader, layout!(signal_has_child_subreaper_bit))? {
-            let level = pid_level(leader)?;
-            let mut ancestor = parent;
-            for _ in 0..MAX_ANCESTORS {
-                if pid_level(ancestor)? != level || read::<u32>(ancestor, layout!(task_pid))? == 0 {
-                    break;
+    if has_children {
+        let ns_reaper = ns_child_reaper(leader)?;
+        if read::<u32>(ns_reaper, layout!(task_tgid))? == tgid {
+            flags |= exit_flags::NS_INIT;
+        } else {
+            let mut reaper = ns_reaper;
+            if signal_bit(leader, layout!(signal_has_child_subreaper_bit))? {
+                let level = pid_level(leader)?;
+                let mut ancestor = parent;
+                for _ in 0..MAX_ANCESTORS {
+                    if pid_level(ancestor)? != level
+                        || read::<u32>(ancestor, layout!(task_pid))? == 0
+                    {
+                        break;
+                    }
+                    if signal_bit(ancestor, layout!(signal_is_child_subreaper_bit))? {
+                        reaper = ancestor;
+                        break;
+                    }
+                    ancestor = read(ancestor, layout!(task_real_parent))?;
                 }
-                if signal_bit(ancestor, layout!(signal_is_child_subreaper_bit))? {
-                    reaper = ancestor;
-                    break;
-                }
-                ancestor = read(ancestor, layout!(task_real_parent))?;
             }
-        }
-        adopter = process_id(reaper)?;
-        flags |= exit_flags::HAS_ADOPTER;
-        if autoreaps_children(reaper)? {
-            flags |= exit_flags::ADOPTER_AUTOREAPS;
+            adopter = process_id(reaper)?;
+            flags |= exit_flags::HAS_ADOPTER;
+            if autoreaps_children(reaper)? {
+                flags |= exit_flags::ADOPTER_AUTOREAPS;
+            }
         }
     }
 
@@ -329,7 +360,7 @@ fn try_sched_process_exec(ctx: RawTracePointContext) -> Result<u32, u32> {
     match filled {
         Ok(event) => {
             entry.write(event);
-            entry.submit(0);
+            entry.submit(wakeup());
         }
         Err(_) => {
             entry.discard(0);
@@ -485,7 +516,7 @@ fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32
         _pad: 0,
         entry_ns: saved.entry_ns,
     });
-    entry.submit(0);
+    entry.submit(wakeup());
     Ok(0)
 }
 
@@ -589,7 +620,7 @@ fn try_sys_exit_attr(ctx: TracePointContext) -> Result<u32, u32> {
                 flags: saved.flags,
                 ret,
             });
-            entry.submit(0);
+            entry.submit(wakeup());
         }
         Err(_) => {
             entry.discard(0);

@@ -323,6 +323,7 @@ pub fn fill_struct_offsets(btf: &Btf, layout: &mut KernelLayout) -> Result<(), L
     layout.task_sighand = l.field("task_struct", "sighand", Pointer, SIGNALS)?;
     layout.task_thread_pid = l.field("task_struct", "thread_pid", Pointer, PIDNS)?;
     layout.task_comm = l.field("task_struct", "comm", Bytes(COMM_LEN as u32), IDENTITY)?;
+    layout.task_children = l.field("task_struct", "children.next", Pointer, PARENT)?;
 
     // struct signal_struct
     layout.signal_live = l.field("signal_struct", "live.counter", Bytes(4), EXIT)?;
@@ -555,6 +556,13 @@ mod tests {
             &[("real_parent", void_ptr, 0), ("group_leader", void_ptr, 64)],
         );
         let at = |byte: u32| byte * 8;
+        let list_head = b.composite(
+            STRUCT,
+            "list_head",
+            16,
+            false,
+            &[("next", void_ptr, 0), ("prev", void_ptr, 64)],
+        );
         b.composite(
             STRUCT,
             "task_struct",
@@ -572,6 +580,7 @@ mod tests {
                 ("sighand", void_ptr, at(408)),
                 ("thread_pid", void_ptr, at(416)),
                 ("comm", comm, at(432)),
+                ("children", list_head, at(448)),
             ],
         );
         b.composite(
@@ -667,6 +676,7 @@ mod tests {
             task_sighand: 408,
             task_thread_pid: 416,
             task_comm: 432,
+            task_children: 448,
             signal_live: 4,
             signal_subreaper_word: 64,
             signal_is_child_subreaper_bit: if cfg!(target_endian = "big") { 29 } else { 2 },

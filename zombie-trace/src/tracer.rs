@@ -10,6 +10,7 @@ use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use zombie_trace_common::{
     DEFAULT_RING_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, LOST_MAP, LostReason,
+    WAKEUP_BYTES_GLOBAL,
 };
 
 use crate::events::{DecodeError, Event};
@@ -17,6 +18,12 @@ use crate::events::{DecodeError, Event};
 /// The eBPF object, built by build.rs, embedded once.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zombie-trace-ebpf"));
+
+/// How long records may wait in the ring buffer before the reader drains
+/// them on its own. The programs wake the reader only when an eighth of the
+/// ring is full (a wake-up per event costs more than the event), so under a
+/// light load this is the latency from an event to the ledger.
+pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Raw tracepoints: the task_struct arguments of the scheduler's process
 /// life-cycle events.
@@ -133,8 +140,10 @@ impl Tracer {
         if options.force_live_counter {
             layout.exit_has_group_dead_arg = 0;
         }
+        let wakeup_bytes = u64::from(ring_bytes / 8);
         let mut ebpf = EbpfLoader::new()
             .override_global(LAYOUT_GLOBAL, &layout, true)
+            .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
             .map_max_entries(EVENTS_MAP, ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(TracerError::Load)?;
@@ -222,10 +231,12 @@ impl Tracer {
         self.lost_by_reason().total()
     }
 
-    /// Waits until the ring buffer has records.
+    /// Waits until the programs wake the reader (the ring is filling up) or
+    /// [`DRAIN_INTERVAL`] passes, whichever comes first; then [`Tracer::drain`].
     pub async fn readable(&mut self) -> Result<(), TracerError> {
-        let mut guard = self.ring.readable_mut().await.map_err(TracerError::Poll)?;
-        guard.clear_ready();
+        if let Ok(ready) = tokio::time::timeout(DRAIN_INTERVAL, self.ring.readable_mut()).await {
+            ready.map_err(TracerError::Poll)?.clear_ready();
+        }
         Ok(())
     }
 
