@@ -189,16 +189,7 @@ impl ProcFacts {
     fn read(pid: u32) -> Option<Self> {
         let stat = procfs::read_stat(pid).ok().flatten()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let ns_pids = status
-            .lines()
-            .find(|l| l.starts_with("NSpid:"))
-            .map(|l| {
-                l.split_whitespace()
-                    .skip(1)
-                    .filter_map(|f| f.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ns_pids = procfs::parse_ns_pids(&status);
         let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan"))
             .ok()
             .filter(|w| !w.is_empty() && w != "0");

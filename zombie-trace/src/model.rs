@@ -394,10 +394,6 @@ impl Ledger {
         }
     }
 
-    pub fn started_ns(&self) -> u64 {
-        self.started_ns
-    }
-
     pub fn clock(&self) -> TickClock {
         self.clock
     }

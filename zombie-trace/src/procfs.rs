@@ -634,6 +634,20 @@ fn read_u32(path: &str) -> Result<u32, ProcError> {
     })
 }
 
+/// The `NSpid:` line of a `/proc/<pid>/status` text: the PID in each PID
+/// namespace from the reader's down to the process's own (empty if absent).
+pub fn parse_ns_pids(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `kernel.pid_max`: PIDs (and thread IDs) are allocated below this.
 pub fn pid_max() -> Result<u32, ProcError> {
     read_u32("/proc/sys/kernel/pid_max")

@@ -354,10 +354,6 @@ impl AlertTracker {
         }
     }
 
-    pub fn threshold(&self) -> u32 {
-        self.threshold
-    }
-
     /// Parents already over the threshold when tracing starts.
     pub fn seed(&mut self, ledger: &Ledger) {
         for p in ledger.parents_with_zombies() {

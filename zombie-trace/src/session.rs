@@ -58,25 +58,16 @@ fn vpid_resolver() -> impl FnMut(&ProcStat) -> u32 {
     }
 }
 
-/// The `NSpid:` line of /proc/<pid>/status: the PID in each namespace from
-/// ours down to the process's own.
+/// The PID of `pid` in each namespace from ours down to its own.
 fn ns_pids(pid: u32) -> Option<Vec<u32>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-    Some(
-        line.split_whitespace()
-            .skip(1)
-            .filter_map(|f| f.parse().ok())
-            .collect(),
-    )
+    Some(procfs::parse_ns_pids(&status))
 }
 
 /// The attached tracer and the ledger it feeds.
 pub struct Session {
     tracer: Tracer,
     ledger: Ledger,
-    scan: ScanSummary,
-    decode_errors: u64,
 }
 
 impl Session {
@@ -86,26 +77,12 @@ impl Session {
     pub fn start(options: TracerOptions) -> Result<Self, SessionError> {
         let tracer = Tracer::attach(options)?;
         let started_ns = procfs::boot_time_now_ns()?;
-        let (ledger, scan) = ledger_from_proc(started_ns)?;
-        Ok(Self {
-            tracer,
-            ledger,
-            scan,
-            decode_errors: 0,
-        })
+        let (ledger, _) = ledger_from_proc(started_ns)?;
+        Ok(Self { tracer, ledger })
     }
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
-    }
-
-    pub fn tracer(&self) -> &Tracer {
-        &self.tracer
-    }
-
-    /// What the start-up scan saw.
-    pub fn scan(&self) -> &ScanSummary {
-        &self.scan
     }
 
     /// Events the kernel could not deliver, all reasons.
@@ -118,21 +95,13 @@ impl Session {
         self.tracer.lost_by_reason()
     }
 
-    /// Records that could not be decoded (a build mismatch; should stay 0).
-    pub fn decode_errors(&self) -> u64 {
-        self.decode_errors
-    }
-
     /// Applies every event available now; returns how many.
     pub fn drain(&mut self, emit: &mut impl FnMut(Change)) -> usize {
         let ledger = &mut self.ledger;
-        let decode_errors = &mut self.decode_errors;
         self.tracer.drain(|record| match record {
             Ok(event) => ledger.apply(&event, emit),
-            Err(err) => {
-                *decode_errors += 1;
-                log::warn!("{err}");
-            }
+            // A build mismatch between the programs and this binary.
+            Err(err) => log::warn!("{err}"),
         })
     }
 

@@ -9,8 +9,7 @@ use aya_log::EbpfLogger;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use zombie_trace_common::{
-    DEFAULT_RING_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, LOST_MAP, LostReason,
-    WAKEUP_BYTES_GLOBAL,
+    DEFAULT_RING_BYTES, EVENTS_MAP, LAYOUT_GLOBAL, LOST_MAP, LostReason, WAKEUP_BYTES_GLOBAL,
 };
 
 use crate::events::{DecodeError, Event};
@@ -121,7 +120,6 @@ pub struct Tracer {
     /// forwarded to the `log` crate on every drain.
     kernel_log: Option<EbpfLogger<&'static dyn log::Log>>,
     lost: PerCpuArray<MapData, u64>,
-    layout: KernelLayout,
     // Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
 }
@@ -200,13 +198,8 @@ impl Tracer {
             ring,
             kernel_log,
             lost,
-            layout,
             _ebpf: ebpf,
         })
-    }
-
-    pub fn layout(&self) -> &KernelLayout {
-        &self.layout
     }
 
     /// Events the kernel could not deliver, by reason, summed over CPUs.
