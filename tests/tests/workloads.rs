@@ -91,6 +91,27 @@ fn handler_reaps() {
 }
 
 #[test]
+fn uring_reaper() {
+    let w = Workload::start("uring-reaper", &["20"]);
+    check_common(&w, "uring-reaper");
+    assert_eq!(w.children().len(), 20);
+    assert_eq!(w.json()["reaped_by_io_uring"], 20);
+    assert_gone(&w.children(), w.pid());
+    finish_clean(w);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn compat_reaper() {
+    let w = Workload::start("compat-reaper", &["10"]);
+    check_common(&w, "compat-reaper");
+    assert_eq!(w.children().len(), 10);
+    assert_eq!(w.json()["reaped_by_compat_syscall"], 10);
+    assert_gone(&w.children(), w.pid());
+    finish_clean(w);
+}
+
+#[test]
 fn ignores_sigchld() {
     let w = Workload::start("ignores-sigchld", &["5"]);
     check_common(&w, "ignores-sigchld");
