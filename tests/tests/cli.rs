@@ -327,3 +327,115 @@ fn check_reports_a_usable_kernel() {
     );
     assert!(checks.as_array().is_some_and(|c| !c.is_empty()));
 }
+
+/// A busy job runner that reaps every child at once (two threads forking and
+/// waiting ~10,000 times a second) must never be named as owing zombies,
+/// however the start of `watch` falls in its storm: no row for it may show
+/// a zombie older than one report interval.
+#[test]
+fn watch_started_during_a_fork_reap_storm_names_no_phantom() {
+    if !privileged("watch_started_during_a_fork_reap_storm_names_no_phantom") {
+        return;
+    }
+    let storm = Workload::start("churn", &["60", "2"]);
+    let pid = storm.pid();
+    let interval_ms = 200;
+    let mut rows_seen = 0;
+    for round in 0..5 {
+        let watch = Watch::start(&["--interval", "0.2", "--duration", "1.3"]);
+        let (lines, code) = {
+            let mut lines = Vec::new();
+            while let Some((_, line)) = watch.next(Duration::from_secs(30)) {
+                lines.push(line);
+            }
+            let mut watch = watch;
+            (lines, watch.child.wait().ok().and_then(|s| s.code()))
+        };
+        assert_eq!(code, Some(0), "round {round}: watch failed");
+        let reports: Vec<&Value> = lines.iter().filter(|v| is_report(v)).collect();
+        assert!(
+            reports.len() >= 5,
+            "round {round}: {} reports",
+            reports.len()
+        );
+        for report in &reports {
+            assert_eq!(report["lost_events"], 0, "round {round}: {report}");
+            if let Some(row) = row(report, pid) {
+                rows_seen += 1;
+                let age = row["oldest_zombie_age_ms"].as_u64().unwrap_or(u64::MAX);
+                assert!(
+                    age <= interval_ms,
+                    "round {round}: the storm ({pid}) is named with a zombie {age} ms old, \
+                     older than one interval: a phantom. Row: {row}"
+                );
+            }
+        }
+        let last = reports.last().expect("a final report");
+        let pending = row(last, pid).map_or(0, |r| r["pending_zombies"].as_u64().unwrap_or(0));
+        assert!(
+            pending <= 2,
+            "round {round}: the final report says the storm owes {pending}: {last}"
+        );
+    }
+    eprintln!(
+        "storm {pid}: 5 starts of watch, {rows_seen} rows naming it, none with an old zombie"
+    );
+}
+
+/// A reader stalled while a 3,000-child burst goes through a 4 KiB ring
+/// loses events; the first report after it resumes is exact again (resynced
+/// with /proc), and still reports the loss.
+#[test]
+fn a_stalled_reader_is_exact_again_one_interval_after_a_burst() {
+    if !privileged("a_stalled_reader_is_exact_again_one_interval_after_a_burst") {
+        return;
+    }
+    let watch = Watch::start(&["--interval", "0.5", "--ring-bytes", "4096"]);
+    assert!(
+        watch.until(Duration::from_secs(30), is_report).is_some(),
+        "watch printed no first report"
+    );
+    let watch_pid = watch.child.id() as i32;
+    // Safety: kill(2) on our own child's PID.
+    unsafe { libc::kill(watch_pid, libc::SIGSTOP) };
+    let burst = Workload::start("never-waits", &["3000"]);
+    // Reports written before the stop may still be in the pipe.
+    while watch.next(Duration::from_millis(300)).is_some() {}
+    let resumed = Instant::now();
+    // Safety: as above.
+    unsafe { libc::kill(watch_pid, libc::SIGCONT) };
+    let (at, report) = watch
+        .until(Duration::from_secs(10), is_report)
+        .expect("a report after resuming");
+    let waited = at.duration_since(resumed);
+    assert!(
+        waited <= Duration::from_millis(750),
+        "the first report after resuming came {waited:?} later"
+    );
+    let owed = row(&report, burst.pid()).map(|r| r["pending_zombies"].clone());
+    assert_eq!(
+        owed,
+        Some(Value::from(3000)),
+        "the first report after the burst is exact: {report}"
+    );
+    assert!(
+        report["lost_events"].as_u64().is_some_and(|n| n > 0),
+        "the burst overflowed the ring: {report}"
+    );
+    assert_eq!(report["complete"], true, "{report}");
+    assert!(
+        report["resyncs"].as_u64().is_some_and(|n| n >= 1),
+        "{report}"
+    );
+    assert!(
+        report["resync_corrections"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{report}"
+    );
+    eprintln!(
+        "after the burst: lost {}, resyncs {}, corrections {}, first report {waited:?} after resuming",
+        report["lost_events"], report["resyncs"], report["resync_corrections"]
+    );
+    drop(burst);
+}

@@ -30,12 +30,7 @@ fn an_overflowing_ring_marks_the_report_incomplete() {
         assert!(lost.ring_full > 0, "expected ring_full losses: {lost:?}");
         session.drain(&mut |_| {});
         let now = zombie_trace::procfs::boot_time_now_ns().expect("clock");
-        let report = Report::new(
-            session.ledger(),
-            &Filter::default(),
-            now,
-            session.lost_by_reason(),
-        );
+        let report = Report::new(session.ledger(), &Filter::default(), now, &session.health());
         assert!(!report.complete);
         assert_eq!(report.lost_events, report.lost_by_reason.total());
         let json = serde_json::to_value(&report).expect("JSON");
@@ -47,6 +42,60 @@ fn an_overflowing_ring_marks_the_report_incomplete() {
             report.to_text()
         );
         assert!(report.to_text().contains("raise --ring-bytes"));
+        drop(workload);
+    });
+}
+
+/// After an overflow the ledger is wrong in any way; one maintenance pass
+/// resyncs it with /proc: every zombie of a 3,000-child burst, exactly, while
+/// the loss stays counted.
+#[test]
+fn a_resync_after_an_overflow_makes_the_ledger_equal_to_proc() {
+    if !privileged("a_resync_after_an_overflow_makes_the_ledger_equal_to_proc") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut session = start_session(TracerOptions {
+            ring_bytes: 4096,
+            ..TracerOptions::default()
+        });
+        // Nothing drains the ring while the burst runs.
+        let workload = Workload::start("never-waits", &["3000"]);
+        let pid = workload.pid();
+        session.drain(&mut |_| {});
+        let before = pending(session.ledger(), pid);
+        assert!(!session.health().complete());
+        let summary = session
+            .maintain(&mut |_| {})
+            .expect("maintain")
+            .expect("the loss triggers a resync");
+        let health = session.health();
+        let ledger = session.ledger();
+        let parent = process(ledger, pid).expect("the parent is tracked");
+        let mut zombies: Vec<u32> = ledger
+            .children(&parent.key)
+            .filter(|c| c.is_zombie())
+            .map(|c| c.key.pid)
+            .collect();
+        zombies.sort_unstable();
+        let mut expected = workload.children();
+        expected.sort_unstable();
+        assert_eq!(zombies.len(), 3000, "pending before the resync: {before}");
+        assert_eq!(zombies, expected, "the ledger's zombies are /proc's");
+        assert_eq!(parent.stats.pending, 3000);
+        assert!(health.complete(), "{health:?}");
+        assert!(health.lost.ring_full > 0, "{health:?}");
+        assert_eq!(health.resyncs, 1);
+        assert_eq!(health.resync_corrections, summary.corrections());
+        let now = zombie_trace::procfs::boot_time_now_ns().expect("clock");
+        let report = Report::new(ledger, &Filter::default(), now, &health);
+        assert!(report.complete);
+        assert!(report.lost_events > 0);
+        assert_eq!(report.resyncs, 1);
+        eprintln!(
+            "pending {before} before the resync, 3000 after; lost {}; {summary:?}",
+            health.lost.total()
+        );
         drop(workload);
     });
 }

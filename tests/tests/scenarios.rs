@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use zombie_trace::model::{ExitTime, ProcState};
+use zombie_trace::model::{Change, ExitTime, ProcState, ReapKind};
 use zombie_trace::tracer::TracerOptions;
 use zombie_trace_tests::Workload;
 
@@ -388,4 +388,74 @@ fn a_tiny_ring_buffer_under_a_burst_counts_lost_events() {
         );
         drop(workload);
     });
+}
+
+/// A parent that reaps with a call the wait tracepoints never see owes
+/// nothing once it has reaped: its zombies leave the ledger when the kernel
+/// frees them, counted as `freed` releases (never as a parent's wait).
+fn reaps_without_a_traced_wait(workload_name: &str, children: u32) {
+    runtime().block_on(async {
+        let mut session = start_session(TracerOptions::default());
+        let mut freed = Vec::new();
+        let workload = Workload::start(workload_name, &[&children.to_string()]);
+        let pid = workload.pid();
+        let done = session
+            .run_until_with(
+                TIMEOUT,
+                &mut |change| {
+                    if let Change::Released {
+                        reaper, child, how, ..
+                    } = change
+                        && reaper.pid == pid
+                    {
+                        freed.push((child.pid, how));
+                    }
+                },
+                |l| stats(l, pid).reaped == u64::from(children),
+            )
+            .await
+            .expect("tracer");
+        assert!(
+            done,
+            "{workload_name} {pid}: expected {children} releases, ledger says {:?}",
+            stats(session.ledger(), pid)
+        );
+        session.run_for(QUIET).await.expect("tracer");
+        let s = stats(session.ledger(), pid);
+        assert_eq!(
+            (s.pending, s.forks, s.exits, s.reaped),
+            (
+                0,
+                u64::from(children),
+                u64::from(children),
+                u64::from(children)
+            ),
+            "{workload_name} owes nothing"
+        );
+        let mut expected: Vec<(u32, ReapKind)> = workload
+            .children()
+            .into_iter()
+            .map(|c| (c, ReapKind::Freed))
+            .collect();
+        expected.sort_unstable();
+        freed.sort_unstable();
+        assert_eq!(freed, expected, "every child left as freed");
+        assert!(session.ledger().counters.freed_zombies >= u64::from(children));
+        assert_eq!(session.lost_events(), 0);
+        drop(workload);
+    });
+}
+
+#[test]
+fn a_parent_reaping_with_io_uring_waitid_owes_nothing() {
+    if privileged("a_parent_reaping_with_io_uring_waitid_owes_nothing") {
+        reaps_without_a_traced_wait("uring-reaper", 20);
+    }
+}
+
+#[test]
+fn a_parent_reaping_with_32_bit_waitpid_owes_nothing() {
+    if privileged("a_parent_reaping_with_32_bit_waitpid_owes_nothing") {
+        reaps_without_a_traced_wait("compat-reaper", 10);
+    }
 }

@@ -66,6 +66,9 @@ pub enum EventKind {
     /// A process changed an attribute that decides who reaps and how
     /// (its SIGCHLD action, its child-subreaper flag).
     Attr = 5,
+    /// The kernel freed a process: it has left the process table, whatever
+    /// released it.
+    Free = 6,
 }
 
 /// A value that is not a known [`EventKind`].
@@ -81,6 +84,7 @@ impl TryFrom<u32> for EventKind {
             3 => Ok(Self::Exec),
             4 => Ok(Self::Wait),
             5 => Ok(Self::Attr),
+            6 => Ok(Self::Free),
             other => Err(UnknownKind(other)),
         }
     }
@@ -288,6 +292,19 @@ pub struct AttrEvent {
     pub ret: i64,
 }
 const _: () = assert!(core::mem::size_of::<AttrEvent>() == 64);
+
+/// The kernel freed a process's thread-group leader (`sched_process_free`,
+/// threads filtered out): the process has left the process table. Fires one
+/// RCU grace period after the release, whatever released it — a wait call
+/// the tracer sees, io_uring's `IORING_OP_WAITID`, a 32-bit compat wait, the
+/// kernel itself — so no zombie can outlive its process in the ledger.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FreeEvent {
+    pub header: EventHeader,
+    pub process: ProcessId,
+}
+const _: () = assert!(core::mem::size_of::<FreeEvent>() == 32);
 
 /// An attribute change saved at syscall entry until its return, by thread id.
 #[repr(C)]

@@ -22,8 +22,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use zombie_trace_common::{
     AttrEntry, AttrEvent, AttrKind, COMM_LEN, DEFAULT_RING_BYTES, EventHeader, EventKind,
-    ExecEvent, ExitEvent, ForkEvent, KernelLayout, LOST_SLOTS, LostReason, ProcessId, WaitEntry,
-    WaitEvent, WaitSyscall, exit_flags, fork_flags, wait_flags,
+    ExecEvent, ExitEvent, ForkEvent, FreeEvent, KernelLayout, LOST_SLOTS, LostReason, ProcessId,
+    WaitEntry, WaitEvent, WaitSyscall, exit_flags, fork_flags, wait_flags,
 };
 
 #[unsafe(no_mangle)]
@@ -368,6 +368,50 @@ fn try_sched_process_exec(ctx: RawTracePointContext) -> Result<u32, u32> {
             warn!(
                 &ctx,
                 "sched_process_exec: a kernel read failed; event dropped"
+            );
+        }
+    }
+    Ok(0)
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_free")]
+pub fn sched_process_free(ctx: RawTracePointContext) -> u32 {
+    match try_sched_process_free(ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+/// Runs in an RCU callback, not in the process's context: everything comes
+/// from the task argument.
+fn try_sched_process_free(ctx: RawTracePointContext) -> Result<u32, u32> {
+    let task: Task = ctx.arg::<u64>(0) as Task;
+    let pid: u32 = read(task, layout!(task_pid))?;
+    let tgid: u32 = read(task, layout!(task_tgid))?;
+    if pid != tgid {
+        return Ok(0); // a thread, not a process
+    }
+    let Some(mut entry) = EVENTS.reserve::<FreeEvent>(0) else {
+        count_lost(LostReason::RingFull);
+        return Ok(0);
+    };
+    match read::<u64>(task, layout!(task_start_boottime)) {
+        Ok(start_boottime_ns) => {
+            entry.write(FreeEvent {
+                header: header(EventKind::Free),
+                process: ProcessId {
+                    tgid,
+                    _pad: 0,
+                    start_boottime_ns,
+                },
+            });
+            entry.submit(wakeup());
+        }
+        Err(_) => {
+            entry.discard(0);
+            count_lost(LostReason::ReadFailed);
+            warn!(
+                &ctx,
+                "sched_process_free: a kernel read failed; event dropped"
             );
         }
     }

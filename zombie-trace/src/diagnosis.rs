@@ -433,7 +433,7 @@ impl Diagnoser<'_> {
         // Zombies found by a scan have no exit time: their age counts from the
         // start of tracing (a lower bound), which in /proc-only mode is now.
         let oldest_exit = self.ledger.oldest_zombie(&p.key);
-        let oldest_exact = oldest_exit != Some(crate::model::ExitTime::BeforeStart);
+        let oldest_exact = oldest_exit.is_none_or(|t| t.is_exact());
         let oldest = oldest_exit
             .filter(|_| self.live || oldest_exact)
             .map(|t| self.ago_ms(self.ledger.exit_ns(t)));
@@ -1039,6 +1039,7 @@ mod tests {
                 comm: [0; 16],
                 start_ticks: 1,
                 num_threads: 1,
+                flags: 0,
             }];
             for z in 0..step * 5 {
                 stats.push(ProcStat {
@@ -1048,6 +1049,7 @@ mod tests {
                     comm: [0; 16],
                     start_ticks: 2,
                     num_threads: 1,
+                    flags: 0,
                 });
             }
             let mut ledger = Ledger::new(TickClock::new(100), 0, 64);

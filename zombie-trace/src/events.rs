@@ -7,7 +7,8 @@ use std::mem::size_of;
 
 use thiserror::Error;
 use zombie_trace_common::{
-    AttrEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, UnknownKind, WaitEvent,
+    AttrEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, FreeEvent, UnknownKind,
+    WaitEvent,
 };
 
 /// One decoded record.
@@ -18,6 +19,7 @@ pub enum Event {
     Exec(ExecEvent),
     Wait(WaitEvent),
     Attr(AttrEvent),
+    Free(FreeEvent),
 }
 
 impl Event {
@@ -28,6 +30,7 @@ impl Event {
             Event::Exec(e) => &e.header,
             Event::Wait(e) => &e.header,
             Event::Attr(e) => &e.header,
+            Event::Free(e) => &e.header,
         }
     }
 }
@@ -78,6 +81,7 @@ impl TryFrom<&[u8]> for Event {
             EventKind::Exec => Event::Exec(read(bytes, "exec")?),
             EventKind::Wait => Event::Wait(read(bytes, "wait")?),
             EventKind::Attr => Event::Attr(read(bytes, "attr")?),
+            EventKind::Free => Event::Free(read(bytes, "free")?),
         })
     }
 }

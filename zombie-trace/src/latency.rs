@@ -373,8 +373,11 @@ impl LatencyView {
             group.comm = reaper_comm;
         }
         match exited {
-            ExitTime::At(ns) => group.latency.record(released_ns.saturating_sub(ns)),
-            ExitTime::BeforeStart => group.exit_time_unknown += 1,
+            // A resync only knows the zombie was gone by then.
+            ExitTime::At(ns) if how != ReapKind::Resync => {
+                group.latency.record(released_ns.saturating_sub(ns));
+            }
+            _ => group.exit_time_unknown += 1,
         }
     }
 
@@ -490,6 +493,10 @@ pub fn category_meaning(kind: ReapKind) -> &'static str {
         ReapKind::AdopterWait => "reaped by an adopter's wait after the parent died",
         ReapKind::AdopterAutoReap => "released by the kernel: the adopter ignores SIGCHLD",
         ReapKind::NamespaceTeardown => "released by the kernel tearing down a PID namespace",
+        ReapKind::Freed => {
+            "released by a call not traced (io_uring waitid, 32-bit wait), seen when freed"
+        }
+        ReapKind::Resync => "found released by a resync after lost events",
     }
 }
 

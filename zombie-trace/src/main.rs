@@ -309,8 +309,11 @@ trait Consumer {
 }
 
 /// Feeds `session` to `consumer` until SIGINT, SIGTERM or `duration`
-/// seconds, ticking every `interval` seconds if given; what is still queued
-/// at the end is applied too.
+/// seconds, ticking every `interval` seconds if given (else every
+/// [`MAINTAIN_INTERVAL`]); what is still queued at the end is applied too.
+/// Each tick first keeps the ledger exact ([`Session::maintain`]: a resync
+/// with /proc after lost events), so a report is never off for longer than
+/// one interval.
 async fn trace(
     session: &mut Session,
     duration: Option<f64>,
@@ -322,21 +325,15 @@ async fn trace(
     // A closed terminal or a supervisor's HUP stops tracing cleanly too.
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let deadline = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
-    let mut ticker = interval.map(|s| {
-        let mut ticker = tokio::time::interval(Duration::from_secs_f64(s));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker
-    });
+    let mut ticker =
+        tokio::time::interval(interval.map_or(MAINTAIN_INTERVAL, Duration::from_secs_f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the start-up scan is fresh.
+    ticker.tick().await;
     loop {
         let until_deadline = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let tick = async {
-            match ticker.as_mut() {
-                Some(t) => drop(t.tick().await),
                 None => std::future::pending().await,
             }
         };
@@ -346,7 +343,12 @@ async fn trace(
                 session.drain(&mut |change: Change| consumer.on_change(&change));
                 consumer.after_batch(session)?;
             }
-            () = tick => consumer.on_tick(session)?,
+            _ = ticker.tick() => {
+                session.maintain(&mut |change: Change| consumer.on_change(&change))?;
+                if interval.is_some() {
+                    consumer.on_tick(session)?;
+                }
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,
@@ -354,8 +356,12 @@ async fn trace(
         }
     }
     session.drain(&mut |change: Change| consumer.on_change(&change));
+    session.maintain(&mut |change: Change| consumer.on_change(&change))?;
     Ok(())
 }
+
+/// How often a command without a report interval keeps its ledger exact.
+const MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `watch`: alerts as they fire, a report every interval.
 struct Watcher {
@@ -389,12 +395,7 @@ impl Watcher {
     /// latencies; starts a new interval.
     fn report(&mut self, session: &Session) -> anyhow::Result<()> {
         let now = procfs::boot_time_now_ns()?;
-        let mut report = Report::new(
-            session.ledger(),
-            &self.filter,
-            now,
-            session.lost_by_reason(),
-        );
+        let mut report = Report::new(session.ledger(), &self.filter, now, &session.health());
         self.latency.annotate(&mut report.parents);
         self.latency.reset();
         self.growth.sample(session.ledger(), now);

@@ -13,7 +13,10 @@
 //!    is dead, nobody has released it yet), then it leaves the ledger the
 //!    moment it is released — by its parent's wait, by the kernel (SIGCHLD
 //!    ignored / SA_NOCLDWAIT), by an adopter, or by PID-namespace teardown.
-//!    A process that is gone from the kernel is never kept.
+//!    A process that is gone from the kernel is never kept: when the kernel
+//!    frees a process still in the ledger, the release was done by a call
+//!    the tracer does not see (io_uring `IORING_OP_WAITID`, a 32-bit wait)
+//!    and it leaves then ([`ReapKind::Freed`]).
 //! 4. **One reaper.** Every tracked process has at most one `parent`: the
 //!    process that must reap it (the kernel's `real_parent`, as a process).
 //!    The parent's children list holds exactly the tracked processes that
@@ -29,12 +32,24 @@
 //!    zombie's vpid stays valid for its adopter.
 //! 7. **Exit times.** Zombies found by the start-up /proc scan exited at an
 //!    unknown time: [`ExitTime::BeforeStart`]. Their age is counted from the
-//!    tracer's start, a lower bound.
-//!
+//!    tracer's start, a lower bound. Zombies a resync finds
+//!    ([`Ledger::resync`]) are [`ExitTime::Unknown`], aged from the resync.
 //! 8. **What it knows about a parent** (SIGCHLD action, subreaper flag) is
 //!    `Unknown` until an event says; views fall back to /proc for the rest.
 //!    A fork copies the parent's SIGCHLD action to the child; an exec resets
 //!    a handler to the default (an ignored SIGCHLD stays ignored).
+//! 9. **Seed and stream.** The /proc scan that seeds the ledger runs after
+//!    every program is attached, and the programs attach from the end of a
+//!    life to its start (releases, then exits, then forks). So for every
+//!    event the stream holds, it also holds every later event of the same
+//!    process; events from before the scan are applied on top of it and
+//!    each is idempotent against a scan that already shows its effect (a
+//!    fork of a known process, an exit of a known zombie, a release of a
+//!    process the scan no longer lists). No event is dropped and no zombie
+//!    the scan saw can miss its release.
+//! 10. **Healing.** After events were lost the ledger can be wrong in any
+//!     way; [`Ledger::resync`] makes it equal to a /proc scan again, and is
+//!     idempotent with the events still in flight.
 //!
 //! Per-event work is O(1) with no allocation once the tables have grown to
 //! the machine's process count (they are reserved from pid_max up front),
@@ -44,8 +59,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use zombie_trace_common::{
-    AttrEvent, AttrKind, COMM_LEN, ExitEvent, ForkEvent, ProcessId, WaitEvent, WaitSyscall,
-    exit_flags, fork_flags, wait_flags,
+    AttrEvent, AttrKind, COMM_LEN, ExitEvent, ForkEvent, FreeEvent, ProcessId, WaitEvent,
+    WaitSyscall, exit_flags, fork_flags, wait_flags,
 };
 
 use crate::events::Event;
@@ -116,6 +131,16 @@ pub enum ExitTime {
     At(u64),
     /// Already a zombie when the tracer started.
     BeforeStart,
+    /// Found a zombie by a resync (after lost events) at `seen_ns`
+    /// (CLOCK_BOOTTIME); it exited at an unknown time before.
+    Unknown { seen_ns: u64 },
+}
+
+impl ExitTime {
+    /// Whether the exit time is known exactly.
+    pub fn is_exact(&self) -> bool {
+        matches!(self, ExitTime::At(_))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +162,13 @@ pub enum ReapKind {
     AdopterAutoReap,
     /// The kernel, tearing down a PID namespace whose init died.
     NamespaceTeardown,
+    /// A release the tracer saw no call for (io_uring `IORING_OP_WAITID`, a
+    /// 32-bit compat wait), noticed when the kernel freed the process: one
+    /// RCU grace period after the real release, so its latency is an upper
+    /// bound.
+    Freed,
+    /// Found gone by a resync after lost events: no latency.
+    Resync,
 }
 
 impl ReapKind {
@@ -147,6 +179,8 @@ impl ReapKind {
             ReapKind::AdopterWait => "adopter_wait",
             ReapKind::AdopterAutoReap => "adopter_auto_reap",
             ReapKind::NamespaceTeardown => "namespace_teardown",
+            ReapKind::Freed => "freed",
+            ReapKind::Resync => "resync",
         }
     }
 }
@@ -358,6 +392,58 @@ pub struct LedgerCounters {
     pub unmatched_reaps: u64,
     /// Releases of processes with no known reaper (should stay 0).
     pub unattributed_releases: u64,
+    /// Zombies released by a call the tracer did not see, noticed when the
+    /// kernel freed them ([`ReapKind::Freed`]).
+    pub freed_zombies: u64,
+    /// Processes freed while the ledger still had them alive: their exit
+    /// was never seen (lost events).
+    pub freed_alive: u64,
+}
+
+/// What a resync ([`Ledger::resync`]) corrected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ResyncSummary {
+    /// Zombies the ledger held that /proc no longer lists (their release
+    /// was lost).
+    pub zombies_removed: u32,
+    /// Zombies /proc lists that the ledger held alive or not at all.
+    pub zombies_added: u32,
+    /// Live processes the ledger held that /proc no longer lists.
+    pub gone_removed: u32,
+    /// Live processes /proc lists that the ledger did not hold.
+    pub added: u32,
+    /// Processes whose parent the ledger had wrong.
+    pub relinked: u32,
+}
+
+impl ResyncSummary {
+    /// Entries changed, all kinds.
+    pub fn corrections(&self) -> u64 {
+        [
+            self.zombies_removed,
+            self.zombies_added,
+            self.gone_removed,
+            self.added,
+            self.relinked,
+        ]
+        .iter()
+        .map(|&n| u64::from(n))
+        .sum()
+    }
+}
+
+/// Whether a scanned process is dead or dying: a zombie, or in `do_exit()`
+/// (whose exit event may have fired before the programs were attached;
+/// if it comes after, it dates the death and applies in full).
+fn dead(st: &ProcStat) -> bool {
+    st.is_zombie() || st.is_exiting()
+}
+
+fn key_of(st: &ProcStat) -> ProcKey {
+    ProcKey {
+        pid: st.pid,
+        start_ticks: st.start_ticks,
+    }
 }
 
 /// The per-parent ledger over the process model.
@@ -460,6 +546,7 @@ impl Ledger {
         match t {
             ExitTime::At(ns) => ns,
             ExitTime::BeforeStart => self.started_ns,
+            ExitTime::Unknown { seen_ns } => seen_ns,
         }
     }
 
@@ -571,15 +658,19 @@ impl Ledger {
 
     /// Makes `child` a zombie owed by its current parent.
     fn mark_zombie(&mut self, child: Slot, exited: ExitTime) {
+        self.set_state(child, ProcState::Zombie(exited));
+    }
+
+    fn set_state(&mut self, child: Slot, state: ProcState) {
         let parent = self.proc_mut(child).parent;
         match parent {
             Some(parent) => {
                 // Re-link so that the zombie index and counters follow.
                 self.unlink(child);
-                self.proc_mut(child).state = ProcState::Zombie(exited);
+                self.proc_mut(child).state = state;
                 self.link(child, parent);
             }
-            None => self.proc_mut(child).state = ProcState::Zombie(exited),
+            None => self.proc_mut(child).state = state,
         }
     }
 
@@ -614,33 +705,125 @@ impl Ledger {
     /// Seeds the ledger from a /proc scan: every process with its parent
     /// link; zombies with [`ExitTime::BeforeStart`]. `vpid_of` maps a child
     /// to its PID as its parent sees it (differs only across PID namespaces).
-    pub fn seed(&mut self, stats: &[ProcStat], mut vpid_of: impl FnMut(&ProcStat) -> u32) {
-        let mut slot_of_pid: HashMap<u32, Slot> = HashMap::with_capacity(stats.len());
+    pub fn seed(&mut self, stats: &[ProcStat], vpid_of: impl FnMut(&ProcStat) -> u32) {
+        self.reconcile(stats, ExitTime::BeforeStart, vpid_of, &mut |_| {});
+    }
+
+    /// Makes the ledger equal to a /proc scan taken at `now_ns` (after lost
+    /// events, invariant 10): what /proc no longer lists leaves, what it
+    /// lists is added, zombies it shows become zombies
+    /// ([`ExitTime::Unknown`]), parents follow its ppid. Zombies that leave
+    /// are reported as [`ReapKind::Resync`] releases, zombies that appear as
+    /// exits, so views stay in step.
+    ///
+    /// The scan must be taken after every queued event was applied; events
+    /// that happen during the scan are applied after this call, and each is
+    /// idempotent against a scan that already shows it (invariant 9).
+    pub fn resync(
+        &mut self,
+        stats: &[ProcStat],
+        now_ns: u64,
+        vpid_of: impl FnMut(&ProcStat) -> u32,
+        emit: &mut impl FnMut(Change),
+    ) -> ResyncSummary {
+        self.reconcile(stats, ExitTime::Unknown { seen_ns: now_ns }, vpid_of, emit)
+    }
+
+    fn reconcile(
+        &mut self,
+        stats: &[ProcStat],
+        found_exited: ExitTime,
+        mut vpid_of: impl FnMut(&ProcStat) -> u32,
+        emit: &mut impl FnMut(Change),
+    ) -> ResyncSummary {
+        let mut summary = ResyncSummary::default();
+        let listed: HashMap<u32, ProcKey> = stats.iter().map(|st| (st.pid, key_of(st))).collect();
+        let is_listed = |key: &ProcKey| listed.get(&key.pid) == Some(key);
+
+        // What /proc no longer lists has left the process table. Zombies
+        // first, while their parents are still linked to be named.
+        let gone: Vec<(Slot, bool)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, p)| {
+                let p = p.as_ref().filter(|p| !is_listed(&p.key))?;
+                Some((slot as Slot, p.is_zombie()))
+            })
+            .collect();
+        for &(slot, _) in gone.iter().filter(|(_, zombie)| *zombie) {
+            summary.zombies_removed += 1;
+            self.release(slot, ReapKind::Resync, self.exit_ns(found_exited), emit);
+        }
+        for &(slot, _) in gone.iter().filter(|(_, zombie)| !*zombie) {
+            summary.gone_removed += 1;
+            self.remove(slot);
+        }
+
+        // Every listed process, in the state /proc shows.
+        let mut found_zombies: Vec<Slot> = Vec::new();
         for st in stats {
-            let key = ProcKey {
-                pid: st.pid,
-                start_ticks: st.start_ticks,
-            };
-            if self.by_key.contains_key(&key) {
+            let key = key_of(st);
+            match self.by_key.get(&key).copied() {
+                None => {
+                    let state = if dead(st) {
+                        ProcState::Zombie(found_exited)
+                    } else {
+                        ProcState::Alive
+                    };
+                    let slot = self.insert(Process::new(key, Comm(st.comm), state, vpid_of(st)));
+                    if dead(st) {
+                        found_zombies.push(slot);
+                    } else {
+                        summary.added += 1;
+                    }
+                }
+                Some(slot) if dead(st) && !self.proc_mut(slot).is_zombie() => {
+                    // Its exit was lost (or is still in flight: then the
+                    // exit event only dates it).
+                    self.proc_mut(slot).vpid = vpid_of(st);
+                    self.mark_zombie(slot, found_exited);
+                    found_zombies.push(slot);
+                }
+                Some(_) => {}
+            }
+        }
+        summary.zombies_added = found_zombies.len() as u32;
+
+        // Under the parent /proc names.
+        for st in stats {
+            let Some(&slot) = self.by_key.get(&key_of(st)) else {
                 continue;
-            }
-            let state = if st.is_zombie() {
-                ProcState::Zombie(ExitTime::BeforeStart)
-            } else {
-                ProcState::Alive
             };
-            let slot = self.insert(Process::new(key, Comm(st.comm), state, vpid_of(st)));
-            slot_of_pid.insert(st.pid, slot);
-        }
-        for st in stats {
-            if let (Some(&child), Some(&parent)) =
-                (slot_of_pid.get(&st.pid), slot_of_pid.get(&st.ppid))
-                && st.ppid != 0
-                && self.proc_mut(child).parent.is_none()
-            {
-                self.link(child, parent);
+            let Some(&parent) = listed.get(&st.ppid).and_then(|k| self.by_key.get(k)) else {
+                continue; // no parent (ppid 0), or one that left during the scan
+            };
+            let had = self.proc_mut(slot).parent;
+            if had != Some(parent) {
+                if had.is_some() {
+                    summary.relinked += 1;
+                    if self.proc_mut(slot).is_zombie() {
+                        self.proc_mut(slot).vpid = vpid_of(st);
+                    }
+                }
+                self.unlink(slot);
+                self.link(slot, parent);
             }
         }
+
+        for child in found_zombies {
+            let Some(c) = self.proc(child) else { continue };
+            let (child_key, parent) = (c.key, c.parent);
+            if let Some(p) = parent.and_then(|p| self.proc(p)) {
+                emit(Change::Exited {
+                    parent: p.key,
+                    parent_comm: p.comm,
+                    child: child_key,
+                    pending: p.stats.pending,
+                });
+            }
+        }
+        summary
     }
 
     /// Applies one kernel event, reporting what changed to `emit`.
@@ -667,6 +850,33 @@ impl Ledger {
             }
             Event::Wait(e) => self.on_wait(e, emit),
             Event::Attr(e) => self.on_attr(e),
+            Event::Free(e) => self.on_free(e, emit),
+        }
+    }
+
+    /// The kernel freed a process. Usually it was released already and is
+    /// not in the ledger (one hash lookup); a zombie still here was released
+    /// by a call the tracer cannot see.
+    fn on_free(&mut self, e: &FreeEvent, emit: &mut impl FnMut(Change)) {
+        let key = self.clock.key(&e.process);
+        let Some(&slot) = self.by_key.get(&key) else {
+            return;
+        };
+        let now = e.header.timestamp_ns;
+        if self.proc_mut(slot).is_zombie() {
+            self.counters.freed_zombies += 1;
+            if let Some(parent) = self.proc_mut(slot).parent {
+                let p = self.proc_mut(parent);
+                p.stats.reaped += 1;
+                p.waits.last_reap_ns = now;
+            }
+            self.release(slot, ReapKind::Freed, now, emit);
+        } else {
+            // Its exit was lost: nobody owed it, it just leaves. Its children
+            // were reparented by that exit; their next events (or a resync)
+            // link them again.
+            self.counters.freed_alive += 1;
+            self.remove(slot);
         }
     }
 
@@ -747,11 +957,10 @@ impl Ledger {
                 self.counters.duplicate_exits += 1;
                 return;
             }
-            ProcState::Zombie(ExitTime::BeforeStart) => {
-                // The scan saw it dead after tracing began: now we know when.
-                self.counters.duplicate_exits += 1;
-                self.mark_zombie(child, ExitTime::At(now));
-                return;
+            ProcState::Zombie(ExitTime::BeforeStart | ExitTime::Unknown { .. }) => {
+                // A scan saw the death this event reports: the event dates it
+                // and applies in full (auto-reap, adoption of its children).
+                self.set_state(child, ProcState::Alive);
             }
             ProcState::Alive => {}
         }

@@ -117,7 +117,12 @@ pub struct ProcStat {
     pub start_ticks: u64,
     /// Field 20: threads in the thread group.
     pub num_threads: u32,
+    /// Field 9: the leader's `PF_*` flags.
+    pub flags: u32,
 }
+
+/// `PF_EXITING`: the task is in `do_exit()`.
+const PF_EXITING: u32 = 0x4;
 
 impl ProcStat {
     /// The name's bytes, without the NUL padding.
@@ -146,6 +151,14 @@ impl ProcStat {
         self.state == 'Z' && self.num_threads <= 1
     }
 
+    /// Whether the process is dying: its one thread is in `do_exit()` and
+    /// will be a zombie (or auto-reaped) within microseconds. The kernel's
+    /// exit event fires in that window, so a scan that sees this state may
+    /// come after an exit event it does not show yet.
+    pub fn is_exiting(&self) -> bool {
+        self.flags & PF_EXITING != 0 && self.num_threads <= 1 && !self.is_zombie()
+    }
+
     /// Start time in nanoseconds since boot (the clock of `CLOCK_BOOTTIME` and
     /// `bpf_ktime_get_boot_ns()`), given [`clock_ticks_per_second`].
     pub fn start_boot_ns(&self, ticks_per_second: u64) -> u64 {
@@ -162,6 +175,7 @@ impl std::fmt::Debug for ProcStat {
             .field("comm", &self.comm_lossy())
             .field("start_ticks", &self.start_ticks)
             .field("num_threads", &self.num_threads)
+            .field("flags", &format_args!("{:#x}", self.flags))
             .finish()
     }
 }
@@ -216,7 +230,12 @@ pub fn parse_stat(line: &[u8]) -> Result<ProcStat, StatParseError> {
     };
     let ppid = parse_u32(next("missing field 4 (ppid)")?)
         .ok_or(StatParseError("field 4 (ppid) is not a number"))?;
-    for _ in 5..20 {
+    for _ in 5..9 {
+        next("stat line ends before field 9 (flags)")?;
+    }
+    let flags = parse_u32(next("missing field 9 (flags)")?)
+        .ok_or(StatParseError("field 9 (flags) is not a number"))?;
+    for _ in 10..20 {
         next("stat line ends before field 20 (num_threads)")?;
     }
     let num_threads = parse_u32(next("missing field 20 (num_threads)")?)
@@ -232,6 +251,7 @@ pub fn parse_stat(line: &[u8]) -> Result<ProcStat, StatParseError> {
         comm,
         start_ticks,
         num_threads,
+        flags,
     })
 }
 

@@ -10,7 +10,8 @@ use serde::Serialize;
 use zombie_trace_common::COMM_LEN;
 
 use crate::latency::format_us;
-use crate::model::{Change, Comm, ExitTime, Ledger, ProcKey, ProcState, Process};
+use crate::model::{Change, Comm, Ledger, ProcKey, ProcState, Process, ResyncSummary};
+use crate::session::LedgerHealth;
 use crate::tracer::LostCounts;
 
 /// Which parents a view shows.
@@ -74,7 +75,7 @@ impl ParentRow {
             pending_zombies: p.stats.pending,
             zombies_before_start: p.stats.pending_before_start,
             oldest_zombie_age_ms: age_ns / 1_000_000,
-            oldest_zombie_age_exact: !matches!(oldest, Some(ExitTime::BeforeStart)),
+            oldest_zombie_age_exact: oldest.is_none_or(|t| t.is_exact()),
             forks: p.stats.forks,
             exits: p.stats.exits,
             reaped: p.stats.reaped,
@@ -144,12 +145,18 @@ pub struct Report {
     pub kind: &'static str,
     pub time: String,
     pub parents: Vec<ParentRow>,
-    /// Events the kernel could not deliver: while non-zero, counts may be low.
+    /// Events the kernel could not deliver since the start (never reset).
     pub lost_events: u64,
     pub lost_by_reason: LostCounts,
-    /// False once any event was lost: the ledger may miss forks, exits or
-    /// reaps since then, so its counts are lower bounds.
+    /// False while events were lost that no resync with /proc has covered
+    /// yet: the ledger may miss forks, exits or reaps. A resync runs at the
+    /// next report interval and makes it true again.
     pub complete: bool,
+    /// Resyncs of the ledger with /proc so far, and the entries they corrected.
+    pub resyncs: u64,
+    pub resync_corrections: u64,
+    /// What the last resync corrected (null before the first).
+    pub last_resync: Option<ResyncSummary>,
     pub pending_zombies: u64,
     #[serde(flatten)]
     pub pressure: Option<Pressure>,
@@ -158,7 +165,8 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(ledger: &Ledger, filter: &Filter, now_ns: u64, lost: LostCounts) -> Self {
+    pub fn new(ledger: &Ledger, filter: &Filter, now_ns: u64, health: &LedgerHealth) -> Self {
+        let lost = health.lost;
         let parents = parent_rows(ledger, filter, now_ns);
         Self {
             kind: "report",
@@ -167,7 +175,10 @@ impl Report {
             parents,
             lost_events: lost.total(),
             lost_by_reason: lost,
-            complete: lost.total() == 0,
+            complete: health.complete(),
+            resyncs: health.resyncs,
+            resync_corrections: health.resync_corrections,
+            last_resync: health.last_resync,
             pressure: Pressure::read(),
             events: ledger.counters.events,
         }
@@ -185,12 +196,20 @@ impl Report {
         });
         let _ = writeln!(
             out,
-            "{}  {} pending zombies, {} parents{}  lost events: {}{}",
+            "{}  {} pending zombies, {} parents{}  lost events: {}{}{}",
             self.time,
             self.pending_zombies,
             self.parents.len(),
             pressure,
             self.lost_events,
+            if self.resyncs > 0 {
+                format!(
+                    "  resynced with /proc: {}x, {} corrections",
+                    self.resyncs, self.resync_corrections
+                )
+            } else {
+                String::new()
+            },
             if self.complete { "" } else { "  [INCOMPLETE]" }
         );
         write_lost_warnings(&mut out, self.lost_by_reason);
@@ -239,7 +258,7 @@ pub fn write_lost_warnings(out: &mut String, lost: LostCounts) {
     if lost.ring_full > 0 {
         let _ = writeln!(
             out,
-            "  warning: the kernel dropped {} events (ring buffer full): counts may be low; raise --ring-bytes",
+            "  warning: the kernel dropped {} events (ring buffer full): counts may be off until the next resync with /proc; raise --ring-bytes",
             lost.ring_full
         );
     }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::model::{Change, Ledger, TickClock};
+use crate::model::{Change, Ledger, ProcState, ResyncSummary, TickClock};
 use crate::procfs::{self, ProcError, ProcStat, ScanSummary};
-use crate::tracer::{Tracer, TracerError, TracerOptions};
+use crate::tracer::{LostCounts, Tracer, TracerError, TracerOptions};
 
 #[derive(Debug, Error)]
 pub enum SessionError {
@@ -23,8 +23,7 @@ pub enum SessionError {
 pub fn ledger_from_proc(started_ns: u64) -> Result<(Ledger, ScanSummary), ProcError> {
     let ticks = procfs::clock_ticks_per_second()?;
     let pid_max = procfs::pid_max()?;
-    let mut stats: Vec<ProcStat> = Vec::with_capacity(4096);
-    let summary = procfs::scan_processes(|st| stats.push(*st))?;
+    let (stats, summary) = scan()?;
     let mut ledger = Ledger::new(
         TickClock::new(ticks),
         started_ns,
@@ -32,6 +31,13 @@ pub fn ledger_from_proc(started_ns: u64) -> Result<(Ledger, ScanSummary), ProcEr
     );
     ledger.seed(&stats, vpid_resolver());
     Ok((ledger, summary))
+}
+
+/// Every process in /proc.
+fn scan() -> Result<(Vec<ProcStat>, ScanSummary), ProcError> {
+    let mut stats: Vec<ProcStat> = Vec::with_capacity(4096);
+    let summary = procfs::scan_processes(|st| stats.push(*st))?;
+    Ok((stats, summary))
 }
 
 /// For a zombie found in /proc, its PID as its parent's PID namespace sees
@@ -64,28 +70,157 @@ fn ns_pids(pid: u32) -> Option<Vec<u32>> {
     Some(procfs::parse_ns_pids(&status))
 }
 
+/// How far the ledger can be trusted. Losses stay counted for the life of
+/// the session; a resync after them makes the ledger exact again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerHealth {
+    /// Events the kernel could not deliver, by reason, since the start.
+    pub lost: LostCounts,
+    /// Of those, the ones no resync has covered yet: while non-zero the
+    /// ledger may miss forks, exits or reaps.
+    pub lost_since_resync: u64,
+    /// Resyncs with /proc so far (after losses, or when a periodic check of
+    /// the ledger's zombies found one /proc disagrees with).
+    pub resyncs: u64,
+    /// Entries all resyncs corrected.
+    pub resync_corrections: u64,
+    /// What the last resync corrected.
+    pub last_resync: Option<ResyncSummary>,
+    /// Periodic checks of the ledger's zombies against /proc.
+    pub zombie_checks: u64,
+}
+
+impl LedgerHealth {
+    /// The ledger equals the kernel's process table as far as anyone can
+    /// tell: no loss since the last resync.
+    pub fn complete(&self) -> bool {
+        self.lost_since_resync == 0
+    }
+}
+
+/// How often the ledger's zombies are checked against /proc when nothing
+/// was lost (a loss triggers a full resync at the next [`Session::maintain`]).
+/// One `stat` read per zombie: about 0.1 s of CPU for 28,000 zombies.
+pub const ZOMBIE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
 /// The attached tracer and the ledger it feeds.
 pub struct Session {
     tracer: Tracer,
     ledger: Ledger,
+    health: LedgerHealth,
+    /// Lost-event total that the last resync (or the start) covered.
+    lost_covered: u64,
+    /// CLOCK_BOOTTIME of the next periodic zombie check.
+    next_check_ns: u64,
+    check_interval: Duration,
 }
 
 impl Session {
     /// Attaches first, then scans /proc: a process that changes between the
     /// two is both in the scan and in the queued events, and the ledger
-    /// accepts either order. Must be called inside a tokio runtime.
+    /// accepts either order (the model's invariant 9). Must be called inside
+    /// a tokio runtime.
     pub fn start(options: TracerOptions) -> Result<Self, SessionError> {
         let tracer = Tracer::attach(options)?;
         let started_ns = procfs::boot_time_now_ns()?;
         let (ledger, _) = ledger_from_proc(started_ns)?;
-        Ok(Self { tracer, ledger })
+        let check_interval = ZOMBIE_CHECK_INTERVAL;
+        Ok(Self {
+            tracer,
+            ledger,
+            health: LedgerHealth::default(),
+            lost_covered: 0,
+            next_check_ns: started_ns.saturating_add(check_interval.as_nanos() as u64),
+            check_interval,
+        })
+    }
+
+    /// How often [`Session::maintain`] checks the ledger's zombies against
+    /// /proc when nothing was lost.
+    pub fn set_zombie_check_interval(&mut self, interval: Duration) {
+        let now = procfs::boot_time_now_ns().unwrap_or(0);
+        self.check_interval = interval;
+        self.next_check_ns = now.saturating_add(interval.as_nanos() as u64);
+    }
+
+    /// The ledger's health, with the loss counters read now.
+    pub fn health(&self) -> LedgerHealth {
+        let lost = self.tracer.lost_by_reason();
+        LedgerHealth {
+            lost,
+            lost_since_resync: lost.total().saturating_sub(self.lost_covered),
+            ..self.health
+        }
+    }
+
+    /// Keeps the ledger exact; call it periodically (every report interval).
+    /// Reads the loss counters; after new losses, or when the periodic check
+    /// of the ledger's zombies finds one /proc disagrees with, drains the
+    /// ring, scans /proc and resyncs the ledger ([`Ledger::resync`]),
+    /// passing the corrections to `emit`. Returns the resync, if one ran.
+    pub fn maintain(
+        &mut self,
+        emit: &mut impl FnMut(Change),
+    ) -> Result<Option<ResyncSummary>, SessionError> {
+        // Read before the drain and the scan: every loss counted here
+        // happened before the scan, which therefore covers it.
+        let lost = self.tracer.lost_by_reason();
+        self.health.lost = lost;
+        self.health.lost_since_resync = lost.total().saturating_sub(self.lost_covered);
+        let now = procfs::boot_time_now_ns()?;
+        let mut due = lost.total() > self.lost_covered;
+        if !due && now >= self.next_check_ns {
+            self.next_check_ns = now.saturating_add(self.check_interval.as_nanos() as u64);
+            self.health.zombie_checks += 1;
+            self.drain(emit);
+            due = !self.zombies_match_proc(emit)?;
+        }
+        if !due {
+            return Ok(None);
+        }
+        self.drain(emit);
+        let (stats, _) = scan()?;
+        let now = procfs::boot_time_now_ns()?;
+        let summary = self.ledger.resync(&stats, now, vpid_resolver(), emit);
+        self.lost_covered = lost.total();
+        self.health.lost_since_resync = 0;
+        self.health.resyncs += 1;
+        self.health.resync_corrections += summary.corrections();
+        self.health.last_resync = Some(summary);
+        Ok(Some(summary))
+    }
+
+    /// Whether every zombie in the ledger is a zombie in /proc, with the
+    /// same start time and parent. A mismatch is checked again after a
+    /// drain, since its release (or exit) may just be in flight.
+    fn zombies_match_proc(&mut self, emit: &mut impl FnMut(Change)) -> Result<bool, ProcError> {
+        let mut suspects = Vec::new();
+        for p in self.ledger.processes().filter(|p| p.is_zombie()) {
+            if !zombie_in_proc(&self.ledger, p.key)? {
+                suspects.push(p.key);
+            }
+        }
+        if suspects.is_empty() {
+            return Ok(true);
+        }
+        self.drain(emit);
+        for key in suspects {
+            let still = self
+                .ledger
+                .get(&key)
+                .is_some_and(|p| matches!(p.state, ProcState::Zombie(_)));
+            if still && !zombie_in_proc(&self.ledger, key)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 
-    /// Events the kernel could not deliver, all reasons.
+    /// Events the kernel could not deliver, all reasons (read now).
     pub fn lost_events(&self) -> u64 {
         self.tracer.lost_events()
     }
@@ -144,4 +279,13 @@ impl Session {
     pub async fn run_for(&mut self, period: Duration) -> Result<(), TracerError> {
         self.run_until(period, |_| false).await.map(drop)
     }
+}
+
+/// Whether /proc shows `key` as a zombie under the parent the ledger names.
+fn zombie_in_proc(ledger: &Ledger, key: crate::model::ProcKey) -> Result<bool, ProcError> {
+    let Some(st) = procfs::read_stat(key.pid)? else {
+        return Ok(false);
+    };
+    let parent = ledger.parent_of(&key).map(|p| p.key.pid);
+    Ok(st.start_ticks == key.start_ticks && st.is_zombie() && parent == Some(st.ppid))
 }

@@ -24,24 +24,34 @@ pub static EBPF_OBJECT: &[u8] =
 /// light load this is the latency from an event to the ledger.
 pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Raw tracepoints: the task_struct arguments of the scheduler's process
-/// life-cycle events.
-const RAW_TRACEPOINTS: [&str; 3] = [
-    "sched_process_fork",
-    "sched_process_exit",
-    "sched_process_exec",
-];
-/// Classic syscall tracepoints (the program is named after the event): wait
-/// calls, SIGCHLD action changes and PR_SET_CHILD_SUBREAPER.
-const SYSCALL_TRACEPOINTS: [&str; 8] = [
-    "sys_enter_wait4",
-    "sys_enter_waitid",
-    "sys_exit_wait4",
-    "sys_exit_waitid",
-    "sys_enter_rt_sigaction",
-    "sys_exit_rt_sigaction",
-    "sys_enter_prctl",
-    "sys_exit_prctl",
+/// How a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// A raw tracepoint of the scheduler (task_struct arguments).
+    Raw,
+    /// A classic `syscalls/` tracepoint (the program is named after the event).
+    Syscall,
+}
+
+/// Every program, in the order they attach: from the end of a process's
+/// life to its start — releases (wait returns, the kernel freeing a
+/// process) first, then exits, then forks. So once any event of a process
+/// is recorded, every later event of its life is recorded too, and the
+/// ledger never holds a zombie whose release happened before the release
+/// programs were in place (the model's invariant 9).
+pub const PROGRAMS: [(&str, Hook); 12] = [
+    ("sys_enter_wait4", Hook::Syscall),
+    ("sys_enter_waitid", Hook::Syscall),
+    ("sys_exit_wait4", Hook::Syscall),
+    ("sys_exit_waitid", Hook::Syscall),
+    ("sys_enter_rt_sigaction", Hook::Syscall),
+    ("sys_exit_rt_sigaction", Hook::Syscall),
+    ("sys_enter_prctl", Hook::Syscall),
+    ("sys_exit_prctl", Hook::Syscall),
+    ("sched_process_free", Hook::Raw),
+    ("sched_process_exec", Hook::Raw),
+    ("sched_process_exit", Hook::Raw),
+    ("sched_process_fork", Hook::Raw),
 ];
 
 #[derive(Debug, Error)]
@@ -153,27 +163,28 @@ impl Tracer {
                 None
             }
         };
-        for name in RAW_TRACEPOINTS {
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(TracerError::Missing(name))?
-                .try_into()
-                .map_err(|source| TracerError::Program { name, source })?;
-            program
-                .load()
-                .and_then(|()| program.attach(name).map(drop))
-                .map_err(|source| TracerError::Program { name, source })?;
-        }
-        for name in SYSCALL_TRACEPOINTS {
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or(TracerError::Missing(name))?
-                .try_into()
-                .map_err(|source| TracerError::Program { name, source })?;
-            program
-                .load()
-                .and_then(|()| program.attach("syscalls", name).map(drop))
-                .map_err(|source| TracerError::Program { name, source })?;
+        for (name, hook) in PROGRAMS {
+            let attached = match hook {
+                Hook::Raw => {
+                    let program: &mut RawTracePoint = ebpf
+                        .program_mut(name)
+                        .ok_or(TracerError::Missing(name))?
+                        .try_into()
+                        .map_err(|source| TracerError::Program { name, source })?;
+                    program.load().and_then(|()| program.attach(name).map(drop))
+                }
+                Hook::Syscall => {
+                    let program: &mut TracePoint = ebpf
+                        .program_mut(name)
+                        .ok_or(TracerError::Missing(name))?
+                        .try_into()
+                        .map_err(|source| TracerError::Program { name, source })?;
+                    program
+                        .load()
+                        .and_then(|()| program.attach("syscalls", name).map(drop))
+                }
+            };
+            attached.map_err(|source| TracerError::Program { name, source })?;
         }
 
         let ring = ebpf

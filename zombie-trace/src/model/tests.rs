@@ -333,6 +333,7 @@ fn stat(pid: u32, ppid: u32, state: char, start_ticks: u64) -> ProcStat {
         comm: comm("scanned"),
         start_ticks,
         num_threads: 1,
+        flags: 0,
     }
 }
 
@@ -523,4 +524,455 @@ fn fork_events_tell_who_is_a_subreaper() {
         (child.subreaper, child.has_subreaper_ancestor),
         (Some(false), Some(true))
     );
+}
+
+fn free(ts: u64, process: ProcessId) -> Event {
+    Event::Free(FreeEvent {
+        header: header(EventKind::Free, ts),
+        process,
+    })
+}
+
+#[test]
+fn a_zombie_freed_without_a_traced_wait_leaves_as_freed() {
+    // io_uring IORING_OP_WAITID or a 32-bit wait: no wait event, only the
+    // kernel freeing the process.
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    for n in 0..3 {
+        f.apply(fork(10 + n, parent, id(200 + n as u32, 2)));
+        f.apply(exit(20 + n, id(200 + n as u32, 2), parent, 0, id(1, 0)));
+    }
+    assert_eq!(f.pending(key(100, 1)), 3);
+    for n in 0..3 {
+        f.apply(free(30 + n, id(200 + n as u32, 2)));
+    }
+    assert_eq!(f.pending(key(100, 1)), 0);
+    assert_eq!(f.ledger.counters.freed_zombies, 3);
+    assert_eq!(f.ledger.len(), 1, "only the parent is left");
+    assert_eq!(
+        f.released(),
+        vec![
+            (200, ReapKind::Freed),
+            (201, ReapKind::Freed),
+            (202, ReapKind::Freed)
+        ]
+    );
+    assert_eq!(f.ledger.get(&key(100, 1)).map(|p| p.stats.reaped), Some(3));
+    // The usual case: a free after a traced release finds nothing to do.
+    f.apply(fork(40, parent, id(300, 3)));
+    f.apply(exit(41, id(300, 3), parent, 0, id(1, 0)));
+    f.apply(wait4(42, parent, 300));
+    f.apply(free(43, id(300, 3)));
+    assert_eq!(f.ledger.counters.freed_zombies, 3);
+    assert_eq!(f.released().last(), Some(&(300, ReapKind::ParentWait)));
+}
+
+#[test]
+fn a_process_freed_while_alive_in_the_ledger_leaves_quietly() {
+    // Its exit was lost: it leaves when the kernel frees it, owing nothing.
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.apply(fork(10, parent, id(200, 2)));
+    f.apply(free(20, id(200, 2)));
+    assert!(f.ledger.get(&key(200, 2)).is_none());
+    assert_eq!(f.ledger.counters.freed_alive, 1);
+    assert!(f.released().is_empty());
+}
+
+/// What the kernel does, as the tracer would see it: each action has an
+/// effect on the process table (what a /proc scan shows) and an event. An
+/// exit's event comes between its two effects (`sched_process_exit` fires
+/// after the task is marked exiting and before it becomes a zombie); every
+/// other event comes after its effect.
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Fork {
+        parent: ProcessId,
+        child: ProcessId,
+    },
+    Exit {
+        process: ProcessId,
+        parent: ProcessId,
+    },
+    /// The parent's wait4 releases the child (a wait event, then later a free).
+    Wait {
+        parent: ProcessId,
+        child: ProcessId,
+    },
+    /// A release the tracer sees no call for (io_uring waitid).
+    Untraced {
+        child: ProcessId,
+    },
+    /// The kernel frees a released process (one RCU grace period later).
+    Free {
+        process: ProcessId,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// `do_exit()` began: PF_EXITING.
+    Exiting(ProcessId),
+    Effect(Action),
+    Event(Action),
+}
+
+fn steps(actions: &[Action]) -> Vec<Step> {
+    actions
+        .iter()
+        .flat_map(|&a| match a {
+            Action::Exit { process, .. } => {
+                vec![Step::Exiting(process), Step::Event(a), Step::Effect(a)]
+            }
+            _ => vec![Step::Effect(a), Step::Event(a)],
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    Alive,
+    Exiting,
+    Zombie,
+}
+
+/// The process table: (identity, ppid, life).
+type Table = Vec<(ProcessId, u32, Life)>;
+
+fn set_life(table: &mut Table, process: ProcessId, life: Life) {
+    if let Some(entry) = table.iter_mut().find(|e| e.0 == process) {
+        entry.2 = life;
+    }
+}
+
+fn effect(table: &mut Table, step: Step) {
+    match step {
+        Step::Exiting(process) => set_life(table, process, Life::Exiting),
+        Step::Effect(Action::Fork { parent, child }) => {
+            table.push((child, parent.tgid, Life::Alive));
+        }
+        Step::Effect(Action::Exit { process, .. }) => set_life(table, process, Life::Zombie),
+        Step::Effect(Action::Wait { child, .. } | Action::Untraced { child }) => {
+            table.retain(|e| e.0 != child);
+        }
+        Step::Effect(Action::Free { .. }) | Step::Event(_) => {}
+    }
+}
+
+fn event(ts: u64, action: Action) -> Option<Event> {
+    match action {
+        Action::Fork { parent, child } => Some(fork(ts, parent, child)),
+        Action::Exit { process, parent } => Some(exit(ts, process, parent, 0, id(1, 0))),
+        Action::Wait { parent, child } => Some(wait4(ts, parent, i64::from(child.tgid))),
+        Action::Untraced { .. } => None,
+        Action::Free { process } => Some(free(ts, process)),
+    }
+}
+
+fn scan_of(table: &Table) -> Vec<ProcStat> {
+    table
+        .iter()
+        .map(|&(p, ppid, life)| {
+            let mut st = stat(
+                p.tgid,
+                ppid,
+                if life == Life::Zombie { 'Z' } else { 'R' },
+                p.start_boottime_ns / NS_PER_TICK,
+            );
+            if life == Life::Exiting {
+                st.flags = 0x4; // PF_EXITING
+            }
+            st
+        })
+        .collect()
+}
+
+/// Zombies as (pid, start tick, parent pid), and live processes as (pid,
+/// start tick).
+type Census = (Vec<(u32, u64, u32)>, Vec<(u32, u64)>);
+
+fn zombies_and_alive(table: &Table) -> Census {
+    let mut zombies: Vec<_> = table
+        .iter()
+        .filter(|e| e.2 == Life::Zombie)
+        .map(|&(p, ppid, _)| (p.tgid, p.start_boottime_ns / NS_PER_TICK, ppid))
+        .collect();
+    let mut alive: Vec<_> = table
+        .iter()
+        .filter(|e| e.2 != Life::Zombie)
+        .map(|&(p, _, _)| (p.tgid, p.start_boottime_ns / NS_PER_TICK))
+        .collect();
+    zombies.sort_unstable();
+    alive.sort_unstable();
+    (zombies, alive)
+}
+
+fn ledger_zombies_and_alive(ledger: &Ledger) -> Census {
+    let mut zombies: Vec<_> = ledger
+        .processes()
+        .filter(|p| p.is_zombie())
+        .map(|p| {
+            let parent = ledger.parent_of(&p.key).map_or(0, |q| q.key.pid);
+            (p.key.pid, p.key.start_ticks, parent)
+        })
+        .collect();
+    let mut alive: Vec<_> = ledger
+        .processes()
+        .filter(|p| !p.is_zombie())
+        .map(|p| (p.key.pid, p.key.start_ticks))
+        .collect();
+    zombies.sort_unstable();
+    alive.sort_unstable();
+    (zombies, alive)
+}
+
+/// Attaches the tracer before step `attach`, scans /proc before step `scan`
+/// (after the attach, as the session does), applies every recorded event,
+/// and checks that the ledger equals the process table at the end: no
+/// zombie the kernel released, every zombie it holds, under its parent.
+fn check_every_interleaving(initial: &Table, actions: &[Action]) {
+    let steps = steps(actions);
+    let mut end = initial.clone();
+    for &step in &steps {
+        effect(&mut end, step);
+    }
+    let truth = zombies_and_alive(&end);
+    for attach in 0..=steps.len() {
+        for scan in attach..=steps.len() {
+            let mut table = initial.clone();
+            for &step in &steps[..scan] {
+                effect(&mut table, step);
+            }
+            let mut ledger = Ledger::new(clock(), 1_000, 64);
+            ledger.seed(&scan_of(&table), |st| st.pid);
+            for (i, step) in steps.iter().enumerate().skip(attach) {
+                if let Step::Event(a) = *step
+                    && let Some(e) = event(10_000 + i as u64, a)
+                {
+                    ledger.apply(&e, &mut |_| {});
+                }
+            }
+            assert_eq!(
+                ledger_zombies_and_alive(&ledger),
+                truth,
+                "attach before step {attach}, scan before step {scan} of {steps:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_start_up_scan_and_the_stream_agree_in_every_interleaving() {
+    let init = id(1, 0);
+    let runner = id(100, 1);
+    let initial: Table = vec![
+        (init, 0, Life::Alive),
+        (runner, 1, Life::Alive),
+        (id(150, 1), 100, Life::Zombie),
+    ];
+    let (a, b, c, d) = (id(200, 2), id(201, 2), id(202, 2), id(203, 2));
+    check_every_interleaving(
+        &initial,
+        &[
+            // A zombie from before the start, reaped by a wait.
+            Action::Wait {
+                parent: runner,
+                child: id(150, 1),
+            },
+            Action::Free {
+                process: id(150, 1),
+            },
+            // Forked, exited and reaped by a wait.
+            Action::Fork {
+                parent: runner,
+                child: a,
+            },
+            Action::Exit {
+                process: a,
+                parent: runner,
+            },
+            Action::Wait {
+                parent: runner,
+                child: a,
+            },
+            Action::Free { process: a },
+            // Reaped by a call the tracer does not see.
+            Action::Fork {
+                parent: runner,
+                child: b,
+            },
+            Action::Exit {
+                process: b,
+                parent: runner,
+            },
+            Action::Untraced { child: b },
+            Action::Free { process: b },
+            // Never reaped.
+            Action::Fork {
+                parent: runner,
+                child: c,
+            },
+            Action::Exit {
+                process: c,
+                parent: runner,
+            },
+            // Still alive.
+            Action::Fork {
+                parent: runner,
+                child: d,
+            },
+        ],
+    );
+}
+
+#[test]
+fn a_reused_pid_never_confuses_the_scan_and_the_stream() {
+    let init = id(1, 0);
+    let runner = id(100, 1);
+    let initial: Table = vec![(init, 0, Life::Alive), (runner, 1, Life::Alive)];
+    // The same PID three times, each a different process; the second is
+    // reaped without a traced call, the third is left a zombie.
+    let (first, second, third) = (id(500, 2), id(500, 3), id(500, 4));
+    let mut actions = Vec::new();
+    for (child, reap) in [(first, true), (second, false)] {
+        actions.push(Action::Fork {
+            parent: runner,
+            child,
+        });
+        actions.push(Action::Exit {
+            process: child,
+            parent: runner,
+        });
+        actions.push(if reap {
+            Action::Wait {
+                parent: runner,
+                child,
+            }
+        } else {
+            Action::Untraced { child }
+        });
+        actions.push(Action::Free { process: child });
+    }
+    actions.push(Action::Fork {
+        parent: runner,
+        child: third,
+    });
+    actions.push(Action::Exit {
+        process: third,
+        parent: runner,
+    });
+    check_every_interleaving(&initial, &actions);
+}
+
+#[test]
+fn a_free_racing_ahead_of_the_wait_still_leaves_one_release() {
+    // The reaper was preempted between releasing the child and returning
+    // from wait4: the free event arrives first.
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.apply(fork(10, parent, id(200, 2)));
+    f.apply(exit(20, id(200, 2), parent, 0, id(1, 0)));
+    f.apply(free(30, id(200, 2)));
+    f.apply(wait4(31, parent, 200));
+    assert_eq!(f.pending(key(100, 1)), 0);
+    assert_eq!(f.released(), vec![(200, ReapKind::Freed)]);
+    assert_eq!(f.ledger.counters.unmatched_reaps, 1);
+}
+
+#[test]
+fn a_resync_makes_the_ledger_equal_to_proc_and_reports_what_it_corrected() {
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.ledger
+        .seed(&[stat(1, 0, 'S', 0), stat(100, 1, 'S', 1)], |st| st.pid);
+    // What the ledger saw before events were lost: 3 zombies, 1 live child.
+    for n in 0..3u32 {
+        f.apply(fork(10, parent, id(200 + n, 2)));
+        f.apply(exit(20, id(200 + n, 2), parent, 0, id(1, 0)));
+    }
+    f.apply(fork(30, parent, id(300, 2)));
+    assert_eq!(f.pending(key(100, 1)), 3);
+    // The kernel meanwhile: 200 and 201 were reaped (lost waits), 300 died
+    // (lost exit), 400 was forked and died (all lost), 401 is a new live
+    // child.
+    let scan = [
+        stat(1, 0, 'S', 0),
+        stat(100, 1, 'S', 1),
+        stat(202, 100, 'Z', 2),
+        stat(300, 100, 'Z', 2),
+        stat(400, 100, 'Z', 3),
+        stat(401, 100, 'S', 3),
+    ];
+    f.changes.clear();
+    let summary = f
+        .ledger
+        .resync(&scan, 5_000, |st| st.pid, &mut |c| f.changes.push(c));
+    assert_eq!(
+        summary,
+        ResyncSummary {
+            zombies_removed: 2,
+            zombies_added: 2,
+            gone_removed: 0,
+            added: 1,
+            relinked: 0,
+        }
+    );
+    assert_eq!(summary.corrections(), 5);
+    assert_eq!(f.pending(key(100, 1)), 3);
+    let (zombies, alive) = ledger_zombies_and_alive(&f.ledger);
+    assert_eq!(zombies, vec![(202, 2, 100), (300, 2, 100), (400, 3, 100)]);
+    assert_eq!(alive, vec![(1, 0), (100, 1), (401, 3)]);
+    assert_eq!(
+        f.released(),
+        vec![(200, ReapKind::Resync), (201, ReapKind::Resync)]
+    );
+    let exited: Vec<u32> = f
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Exited { child, .. } => Some(child.pid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(exited, vec![300, 400]);
+    assert_eq!(
+        f.ledger.get(&key(300, 2)).map(|p| p.state),
+        Some(ProcState::Zombie(ExitTime::Unknown { seen_ns: 5_000 }))
+    );
+    // The events still in flight are idempotent against it: 300's exit
+    // dates it, the parent's wait for 202 releases it.
+    f.apply(exit(5_001, id(300, 2), parent, 0, id(1, 0)));
+    f.apply(wait4(5_002, parent, 202));
+    assert_eq!(f.pending(key(100, 1)), 2);
+    // A second resync against the same table changes nothing more.
+    let scan = [
+        stat(1, 0, 'S', 0),
+        stat(100, 1, 'S', 1),
+        stat(300, 100, 'Z', 2),
+        stat(400, 100, 'Z', 3),
+        stat(401, 100, 'S', 3),
+    ];
+    let again = f.ledger.resync(&scan, 6_000, |st| st.pid, &mut |_| {});
+    assert_eq!(again.corrections(), 0);
+}
+
+#[test]
+fn a_resync_moves_zombies_to_the_parent_proc_names() {
+    // The exit of their parent was lost: /proc shows them adopted by init.
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    f.ledger
+        .seed(&[stat(1, 0, 'S', 0), stat(100, 1, 'S', 1)], |st| st.pid);
+    f.apply(fork(10, parent, id(200, 2)));
+    f.apply(exit(20, id(200, 2), parent, 0, id(1, 0)));
+    let scan = [stat(1, 0, 'S', 0), stat(200, 1, 'Z', 2)];
+    let summary = f.ledger.resync(&scan, 5_000, |st| st.pid, &mut |_| {});
+    assert_eq!(summary.gone_removed, 1);
+    assert_eq!(
+        summary.relinked, 0,
+        "its parent left: a new link, not a move"
+    );
+    assert_eq!(f.pending(key(1, 0)), 1);
+    assert!(f.ledger.get(&key(100, 1)).is_none());
 }
