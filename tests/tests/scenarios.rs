@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use zombie_trace::model::{Change, ExitTime, ProcState, ReapKind};
+use zombie_trace::model::{Change, ExitTime, ProcState, ReapKind, SigchldAction};
 use zombie_trace::tracer::TracerOptions;
 use zombie_trace_tests::Workload;
 
@@ -347,13 +347,11 @@ fn zombies_older_than_the_tracer_are_in_the_ledger_at_start() {
     });
 }
 
-#[test]
-fn parent_waiting_for_one_child_owes_the_rest() {
-    if !privileged("parent_waiting_for_one_child_owes_the_rest") {
-        return;
-    }
+/// The wait, sigaction and prctl arguments the exit programs see: the
+/// waited-for PID, a removed SIGCHLD handler, a subreaper flag.
+fn syscall_arguments(options: TracerOptions) {
     runtime().block_on(async {
-        let mut session = start_session(TracerOptions::default());
+        let mut session = start_session(options);
         let workload = Workload::start("wait-specific", &["8"]);
         let pid = workload.pid();
         let done = session
@@ -363,8 +361,56 @@ fn parent_waiting_for_one_child_owes_the_rest() {
             .await
             .expect("tracer");
         assert!(done, "{:?}", stats(session.ledger(), pid));
-        drop(workload);
+        let waits = process(session.ledger(), pid).expect("tracked").waits;
+        assert_eq!((waits.specific, waits.any), (1, 0), "{waits:?}");
+        assert_eq!(
+            waits.last_specific_target as u32,
+            workload.pids("reaped")[0],
+            "the PID it waited for"
+        );
+
+        let removed = Workload::start("handler-removed", &["2", "2"]);
+        let pid = removed.pid();
+        let seen = session
+            .run_until(TIMEOUT, |l| {
+                process(l, pid).is_some_and(|p| {
+                    p.sigchld == SigchldAction::Default && p.last_sigchld_change.is_some()
+                })
+            })
+            .await
+            .expect("tracer");
+        assert!(seen, "the handler's removal is seen");
+
+        let subreaper = Workload::start("subreaper", &["2"]);
+        let pid = subreaper.pid();
+        let seen = session
+            .run_until(TIMEOUT, |l| {
+                process(l, pid).is_some_and(|p| p.subreaper == Some(true))
+            })
+            .await
+            .expect("tracer");
+        assert!(seen, "PR_SET_CHILD_SUBREAPER is seen");
+        assert_eq!(session.lost_events(), 0);
     });
+}
+
+#[test]
+fn exit_programs_read_the_syscall_arguments() {
+    if privileged("exit_programs_read_the_syscall_arguments") {
+        syscall_arguments(TracerOptions::default());
+    }
+}
+
+/// Same story on the path for kernels where the exit programs cannot read
+/// the saved registers (entry programs save the arguments).
+#[test]
+fn entry_programs_save_the_syscall_arguments() {
+    if privileged("entry_programs_save_the_syscall_arguments") {
+        syscall_arguments(TracerOptions {
+            force_entry_programs: true,
+            ..TracerOptions::default()
+        });
+    }
 }
 
 /// A one-page ring buffer that nobody drains during a burst must overflow,

@@ -397,12 +397,21 @@ pub struct KernelLayout {
     // syscalls/sys_enter_prctl
     pub prctl_option: u32,
     pub prctl_arg2: u32,
+    /// 1 when the syscall exit programs read their call's arguments from the
+    /// task's saved user registers (`bpf_task_pt_regs`, offsets below), so
+    /// no syscall entry program is attached: entry programs cost every
+    /// syscall on the host, not only the traced ones. 0 on kernels or
+    /// architectures where that is not possible: the entry programs save
+    /// the arguments in a map instead.
+    pub args_from_regs: u32,
+    /// Offsets in `struct pt_regs` of syscall arguments 1 to 4.
+    pub regs_arg: [u32; 4],
     /// Always [`KernelLayout::MARKER`]. Keeps the eBPF-side initializer
     /// non-zero so the global lands in `.rodata` (patchable and, once frozen,
     /// constant to the verifier) rather than `.bss`.
     pub marker: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 41 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 46 * 4);
 
 impl KernelLayout {
     pub const MARKER: u32 = 0x5a54_4c59;
@@ -448,6 +457,8 @@ impl KernelLayout {
         rt_sigaction_act: 0,
         prctl_option: 0,
         prctl_arg2: 0,
+        args_from_regs: 0,
+        regs_arg: [0; 4],
         marker: Self::MARKER,
     };
 }

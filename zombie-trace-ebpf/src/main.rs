@@ -13,7 +13,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::bpf_ktime_get_boot_ns,
+        generated::{bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_task_pt_regs},
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -418,6 +418,30 @@ fn try_sched_process_free(ctx: RawTracePointContext) -> Result<u32, u32> {
     Ok(0)
 }
 
+/// Arguments 1 to 4 of the syscall the current task is returning from,
+/// from its saved user registers (`LAYOUT.args_from_regs`). Syscall exit
+/// tracepoints fire before anything (a signal, a ptrace stop) can change
+/// them. The registers are a BTF-typed pointer: plain loads, no helper.
+#[inline(always)]
+fn syscall_args() -> Result<[u64; 4], u32> {
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    if regs.is_null() {
+        return Err(0);
+    }
+    let arg = |n: usize| unsafe {
+        let offset = core::ptr::read_volatile(&LAYOUT.regs_arg[n]) as usize;
+        core::ptr::read_volatile(regs.wrapping_add(offset) as *const u64)
+    };
+    Ok([arg(0), arg(1), arg(2), arg(3)])
+}
+
+/// Whether the exit programs read arguments from the saved registers (the
+/// entry programs are then not attached).
+#[inline(always)]
+fn args_from_regs() -> bool {
+    layout!(args_from_regs) != 0
+}
+
 #[inline(always)]
 fn save_wait_entry(entry: WaitEntry) {
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -487,12 +511,43 @@ pub fn sys_exit_waitid(ctx: TracePointContext) -> u32 {
 const SI_CODE: usize = 8;
 const SI_PID: usize = 16;
 
-fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32, u32> {
+/// The wait call's arguments: from the saved registers, or as the entry
+/// program saved them.
+#[inline(always)]
+fn wait_arguments(syscall: WaitSyscall) -> Option<WaitEntry> {
+    if args_from_regs() {
+        let [a0, a1, a2, a3] = syscall_args().ok()?;
+        return Some(match syscall {
+            // wait4(upid, stat_addr, options, rusage)
+            WaitSyscall::Wait4 => WaitEntry {
+                entry_ns: 0,
+                user_result: a1,
+                syscall: syscall as u32,
+                options: a2 as u32,
+                target: a0 as i32,
+                idtype: 0,
+            },
+            // waitid(which, upid, infop, options, rusage)
+            WaitSyscall::Waitid => WaitEntry {
+                entry_ns: 0,
+                user_result: a2,
+                syscall: syscall as u32,
+                options: a3 as u32,
+                target: a1 as i32,
+                idtype: a0 as u32,
+            },
+        });
+    }
     let tid = bpf_get_current_pid_tgid() as u32;
     let saved = unsafe { WAIT_ENTRIES.get(tid) }.copied();
     if saved.is_some() {
         let _ = WAIT_ENTRIES.remove(tid);
     }
+    saved
+}
+
+fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32, u32> {
+    let saved = wait_arguments(syscall);
     let ret = field(&ctx, layout!(sys_exit_ret))? as i64;
     let Some(mut entry) = EVENTS.reserve::<WaitEvent>(0) else {
         count_lost(LostReason::RingFull);
@@ -584,12 +639,19 @@ pub fn sys_enter_rt_sigaction(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_enter_rt_sigaction(ctx: TracePointContext) -> Result<u32, u32> {
-    if field(&ctx, layout!(rt_sigaction_sig))? != SIGCHLD {
-        return Ok(0);
-    }
+    let sig = field(&ctx, layout!(rt_sigaction_sig))?;
     let act = field(&ctx, layout!(rt_sigaction_act))? as *const u8;
-    if act.is_null() {
-        return Ok(0); // a query, not a change
+    if let Some(entry) = sigchld_action(sig, act) {
+        save_attr_entry(entry);
+    }
+    Ok(0)
+}
+
+/// rt_sigaction(sig, act, ...): the new SIGCHLD action, if it sets one.
+#[inline(always)]
+fn sigchld_action(sig: u64, act: *const u8) -> Option<AttrEntry> {
+    if sig != SIGCHLD || act.is_null() {
+        return None; // another signal, or a query
     }
     let (Ok(handler), Ok(flags)) = (unsafe {
         (
@@ -597,15 +659,25 @@ fn try_sys_enter_rt_sigaction(ctx: TracePointContext) -> Result<u32, u32> {
             bpf_probe_read_user(act.wrapping_add(SA_FLAGS) as *const u64),
         )
     }) else {
-        return Ok(0); // the kernel will fail the call with EFAULT too
+        return None; // the kernel fails the call with EFAULT too
     };
-    save_attr_entry(AttrEntry {
+    Some(AttrEntry {
         attr: AttrKind::SigchldAction as u32,
         _pad: 0,
         value: handler,
         flags,
-    });
-    Ok(0)
+    })
+}
+
+/// prctl(option, arg2, ...): the new subreaper flag, if it sets one.
+#[inline(always)]
+fn subreaper_change(option: u64, arg2: u64) -> Option<AttrEntry> {
+    (option as u32 as u64 == PR_SET_CHILD_SUBREAPER).then_some(AttrEntry {
+        attr: AttrKind::ChildSubreaper as u32,
+        _pad: 0,
+        value: arg2,
+        flags: 0,
+    })
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_prctl")]
@@ -616,38 +688,55 @@ pub fn sys_enter_prctl(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_enter_prctl(ctx: TracePointContext) -> Result<u32, u32> {
-    if field(&ctx, layout!(prctl_option))? as u32 as u64 != PR_SET_CHILD_SUBREAPER {
-        return Ok(0);
+    let option = field(&ctx, layout!(prctl_option))?;
+    if let Some(entry) = subreaper_change(option, field(&ctx, layout!(prctl_arg2))?) {
+        save_attr_entry(entry);
     }
-    save_attr_entry(AttrEntry {
-        attr: AttrKind::ChildSubreaper as u32,
-        _pad: 0,
-        value: field(&ctx, layout!(prctl_arg2))?,
-        flags: 0,
-    });
     Ok(0)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_rt_sigaction")]
 pub fn sys_exit_rt_sigaction(ctx: TracePointContext) -> u32 {
-    match try_sys_exit_attr(ctx) {
+    let saved = if args_from_regs() {
+        syscall_args()
+            .ok()
+            .and_then(|[sig, act, ..]| sigchld_action(sig, act as *const u8))
+    } else {
+        take_attr_entry()
+    };
+    match try_sys_exit_attr(ctx, saved) {
         Ok(ret) | Err(ret) => ret,
     }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_prctl")]
 pub fn sys_exit_prctl(ctx: TracePointContext) -> u32 {
-    match try_sys_exit_attr(ctx) {
+    let saved = if args_from_regs() {
+        syscall_args()
+            .ok()
+            .and_then(|[option, arg2, ..]| subreaper_change(option, arg2))
+    } else {
+        take_attr_entry()
+    };
+    match try_sys_exit_attr(ctx, saved) {
         Ok(ret) | Err(ret) => ret,
     }
 }
 
-fn try_sys_exit_attr(ctx: TracePointContext) -> Result<u32, u32> {
+#[inline(always)]
+fn take_attr_entry() -> Option<AttrEntry> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(saved) = (unsafe { ATTR_ENTRIES.get(tid) }).copied() else {
+    let saved = (unsafe { ATTR_ENTRIES.get(tid) }).copied();
+    if saved.is_some() {
+        let _ = ATTR_ENTRIES.remove(tid);
+    }
+    saved
+}
+
+fn try_sys_exit_attr(ctx: TracePointContext, saved: Option<AttrEntry>) -> Result<u32, u32> {
+    let Some(saved) = saved else {
         return Ok(0); // not a call we care about
     };
-    let _ = ATTR_ENTRIES.remove(tid);
     let ret = field(&ctx, layout!(sys_exit_ret))? as i64;
     let Some(mut entry) = EVENTS.reserve::<AttrEvent>(0) else {
         count_lost(LostReason::RingFull);

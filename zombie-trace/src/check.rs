@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::btf::Btf;
 use crate::procfs;
+use crate::tracer::Hook;
 
 /// `CAP_SYS_ADMIN`: before Linux 5.8 the only capability that allows BPF; still
 /// implies `CAP_BPF` and `CAP_PERFMON`.
@@ -34,13 +36,20 @@ pub const TRACEFS_DEFAULT: &str = "/sys/kernel/tracing";
 /// Kernel BTF, needed to know the layout of kernel structures.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// The syscall tracepoints `zombie-trace watch` attaches to.
-pub const WAIT_TRACEPOINTS: [&str; 4] = [
-    "sys_enter_wait4",
-    "sys_exit_wait4",
-    "sys_enter_waitid",
-    "sys_exit_waitid",
-];
+/// The syscall tracepoints `zombie-trace watch` may attach to (the entry
+/// ones only where exit programs cannot read the saved registers).
+fn syscall_tracepoints() -> impl Iterator<Item = &'static str> {
+    crate::tracer::PROGRAMS
+        .into_iter()
+        .filter(|(_, hook)| matches!(hook, Hook::Syscall | Hook::SyscallEntry))
+        .map(|(name, _)| name)
+}
+
+/// The kernel that added `IORING_OP_WAITID` (a reap with no wait syscall).
+const IO_URING_WAITID_KERNEL: (u32, u32) = (6, 7);
+/// The kernel that added `bpf_task_pt_regs` (exit programs read their
+/// call's arguments from the saved registers).
+const TASK_PT_REGS_KERNEL: (u32, u32) = (5, 15);
 
 /// The largest `kernel.pid_max` on 64-bit kernels (`PID_MAX_LIMIT`).
 const PID_MAX_LIMIT: u32 = 4_194_304;
@@ -109,6 +118,8 @@ pub fn run_checks() -> Vec<Check> {
     };
 
     let pids = PidUsage::current();
+    let btf = Btf::from_sys_fs().ok();
+    let version = release.as_deref().and_then(parse_kernel_release);
 
     vec![
         privileges_check(&privileges),
@@ -121,6 +132,8 @@ pub fn run_checks() -> Vec<Check> {
             privileges.can_mount(),
         ),
         tracepoints_check(&tracepoints, privileges.can_mount()),
+        reap_paths_check(version, btf.as_ref().map(has_free_tracepoint)),
+        syscall_arguments_check(version, btf.as_ref().map(has_syscall_arg_registers)),
         unprivileged_bpf_check(
             read_sysctl("/proc/sys/kernel/unprivileged_bpf_disabled"),
             privileges.can_load_bpf(),
@@ -526,7 +539,7 @@ fn tracefs_check(
 enum TracepointScan {
     /// tracefs is not mounted: nothing to look at.
     NotMounted,
-    /// The directory was listed: which of [`WAIT_TRACEPOINTS`] exist.
+    /// The directory was listed: which of the syscall tracepoints exist.
     Listed {
         dir: PathBuf,
         found: Vec<(&'static str, bool)>,
@@ -540,9 +553,8 @@ impl TracepointScan {
         match std::fs::metadata(dir) {
             Ok(_) => Self::Listed {
                 dir: dir.to_owned(),
-                found: WAIT_TRACEPOINTS
-                    .iter()
-                    .map(|tp| (*tp, dir.join(tp).is_dir()))
+                found: syscall_tracepoints()
+                    .map(|tp| (tp, dir.join(tp).is_dir()))
                     .collect(),
             },
             Err(error) => Self::Failed {
@@ -575,6 +587,99 @@ fn tracepoints_unmounted(can_mount: bool) -> Check {
             "cannot look for the wait4/waitid tracepoints: tracefs is not mounted",
         )
         .fix(format!("`{mount}`, then rerun `zombie-trace check`"))
+    }
+}
+
+/// Whether the kernel has the `sched_process_free` raw tracepoint.
+fn has_free_tracepoint(btf: &Btf) -> bool {
+    btf.func_proto_param_count_of_typedef("btf_trace_sched_process_free")
+        .is_ok()
+}
+
+/// Whether BTF gives the saved registers that hold syscall arguments 1-4.
+fn has_syscall_arg_registers(btf: &Btf) -> bool {
+    cfg!(target_arch = "x86_64")
+        && ["di", "si", "dx", "r10"]
+            .iter()
+            .all(|reg| btf.member_offset("pt_regs", reg).is_ok())
+}
+
+/// How each way a zombie can be released is seen: wait calls by their
+/// syscall tracepoints (exact latency), every other path when the kernel
+/// frees the process.
+fn reap_paths_check(version: Option<(u32, u32, u32)>, free_tracepoint: Option<bool>) -> Check {
+    const NAME: &str = "reap-paths";
+    let io_uring = match version {
+        Some((major, minor, _)) if (major, minor) >= IO_URING_WAITID_KERNEL => format!(
+            "io_uring IORING_OP_WAITID (Linux {}.{}+, present here)",
+            IO_URING_WAITID_KERNEL.0, IO_URING_WAITID_KERNEL.1
+        ),
+        Some(_) => format!(
+            "io_uring IORING_OP_WAITID (not in this kernel: it needs {}.{})",
+            IO_URING_WAITID_KERNEL.0, IO_URING_WAITID_KERNEL.1
+        ),
+        None => "io_uring IORING_OP_WAITID".to_owned(),
+    };
+    let traced = "wait4/waitid: traced at the syscall (exact reap latency); kernel \
+                auto-reap, adopters and PID-namespace teardown: from the exit";
+    match free_tracepoint {
+        Some(true) => Check::new(
+            NAME,
+            Status::Ok,
+            format!(
+                "{traced}; {io_uring}, 32-bit wait calls and any other release: seen when \
+                the kernel frees the process (sched_process_free; category `freed`, latency \
+                an upper bound by one RCU grace period)"
+            ),
+        ),
+        Some(false) => Check::new(
+            NAME,
+            Status::Missing,
+            "the kernel has no sched_process_free tracepoint: releases the wait \
+                tracepoints do not see would stay in the ledger",
+        )
+        .fix("use a kernel with BTF that has the sched_process_free tracepoint (all since 2.6)"),
+        None => Check::new(
+            NAME,
+            Status::Warn,
+            format!("{traced}; cannot read kernel BTF to look for sched_process_free"),
+        ),
+    }
+}
+
+/// Whether the syscall exit programs read their arguments from the saved
+/// registers, or need entry programs (which every syscall on the host
+/// passes through).
+fn syscall_arguments_check(version: Option<(u32, u32, u32)>, registers: Option<bool>) -> Check {
+    const NAME: &str = "syscall-arguments";
+    let new_enough = version
+        .map(|(major, minor, _)| (major, minor) >= TASK_PT_REGS_KERNEL)
+        .unwrap_or(false);
+    match registers {
+        Some(true) if new_enough => Check::new(
+            NAME,
+            Status::Ok,
+            "the exit programs read wait/sigaction/prctl arguments from the saved registers \
+                (bpf_task_pt_regs): no syscall entry program is attached",
+        ),
+        Some(_) => Check::new(
+            NAME,
+            Status::Ok,
+            format!(
+                "fallback: entry programs save wait/sigaction/prctl arguments ({}); every \
+                syscall on the host passes their tracepoint",
+                if new_enough {
+                    "BTF has no x86-64 syscall argument registers"
+                } else {
+                    "bpf_task_pt_regs needs Linux 5.15"
+                }
+            ),
+        ),
+        None => Check::new(
+            NAME,
+            Status::Warn,
+            "cannot read kernel BTF: whether entry programs are needed is decided at start",
+        ),
     }
 }
 
@@ -954,9 +1059,40 @@ mod tests {
     }
 
     #[test]
+    fn reap_paths_name_what_sees_each_release() {
+        let ok = reap_paths_check(Some((6, 18, 0)), Some(true));
+        assert_eq!(ok.status, Status::Ok);
+        assert!(ok.detail.contains("present here"), "{}", ok.detail);
+        assert!(ok.detail.contains("freed"), "{}", ok.detail);
+        let old = reap_paths_check(Some((6, 1, 0)), Some(true));
+        assert!(old.detail.contains("not in this kernel"), "{}", old.detail);
+        let missing = reap_paths_check(Some((6, 1, 0)), Some(false));
+        assert_eq!(missing.status, Status::Missing);
+        assert!(missing.fix.is_some());
+        assert_eq!(reap_paths_check(None, None).status, Status::Warn);
+    }
+
+    #[test]
+    fn syscall_arguments_say_which_path_is_used() {
+        let regs = syscall_arguments_check(Some((6, 18, 0)), Some(true));
+        assert_eq!(regs.status, Status::Ok);
+        assert!(
+            regs.detail.contains("no syscall entry program"),
+            "{}",
+            regs.detail
+        );
+        let old = syscall_arguments_check(Some((5, 10, 0)), Some(true));
+        assert!(old.detail.contains("fallback"), "{}", old.detail);
+        assert!(old.detail.contains("5.15"), "{}", old.detail);
+        let no_regs = syscall_arguments_check(Some((6, 1, 0)), Some(false));
+        assert!(no_regs.detail.contains("registers"), "{}", no_regs.detail);
+        assert_eq!(syscall_arguments_check(None, None).status, Status::Warn);
+    }
+
+    #[test]
     fn tracepoint_statuses() {
         let dir = PathBuf::from("/sys/kernel/tracing/events/syscalls");
-        let all: Vec<_> = WAIT_TRACEPOINTS.iter().map(|t| (*t, true)).collect();
+        let all: Vec<_> = syscall_tracepoints().map(|t| (t, true)).collect();
         let listed = |found: Vec<(&'static str, bool)>| TracepointScan::Listed {
             dir: dir.clone(),
             found,
@@ -966,7 +1102,12 @@ mod tests {
             Status::Ok
         );
         let mut some = all;
-        some[2].1 = false;
+        for entry in some
+            .iter_mut()
+            .filter(|(name, _)| *name == "sys_enter_waitid")
+        {
+            entry.1 = false;
+        }
         let c = tracepoints_check(&listed(some), true);
         assert_eq!(c.status, Status::Missing);
         assert!(c.detail.contains("sys_enter_waitid"), "{}", c.detail);
@@ -1100,6 +1241,8 @@ warn     tracefs     not mounted
                 "btf",
                 "tracefs",
                 "syscall-tracepoints",
+                "reap-paths",
+                "syscall-arguments",
                 "unprivileged-bpf",
                 "pids",
                 "bpf-stats"
@@ -1118,7 +1261,7 @@ warn     tracefs     not mounted
                     || l.starts_with("ok")
                     || l.starts_with("warn"))
                 .count(),
-            8
+            checks.len()
         );
     }
 }

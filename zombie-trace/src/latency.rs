@@ -14,7 +14,7 @@
 //! were already dead when tracing started have no known exit time: they are
 //! counted apart ("exit time unknown"), never as a latency.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fmt::{self, Write as _};
 use std::time::SystemTime;
 
@@ -329,7 +329,7 @@ pub struct Group {
 pub struct LatencyView {
     by: GroupBy,
     filter: Filter,
-    groups: HashMap<(ReapKind, Subject), Group>,
+    groups: FxHashMap<(ReapKind, Subject), Group>,
 }
 
 impl LatencyView {
@@ -338,7 +338,7 @@ impl LatencyView {
         Self {
             by,
             filter,
-            groups: HashMap::new(),
+            groups: FxHashMap::default(),
         }
     }
 
@@ -613,7 +613,7 @@ impl LatencyReport {
 /// an interval give their histogram back at the next reset.
 #[derive(Debug, Default)]
 pub struct IntervalLatency {
-    by_parent: HashMap<ProcKey, Histogram>,
+    by_parent: FxHashMap<ProcKey, Histogram>,
     spare: Vec<Histogram>,
 }
 

@@ -372,6 +372,22 @@ pub fn fill_struct_offsets(btf: &Btf, layout: &mut KernelLayout) -> Result<(), L
     layout.upid_ns = l.field("upid", "ns", Pointer, PIDNS)?;
     layout.pid_ns_child_reaper = l.field("pid_namespace", "child_reaper", Pointer, PARENT)?;
 
+    // Syscall arguments in the saved user registers (the x86-64 syscall
+    // ABI: rdi, rsi, rdx, r10). Elsewhere, or if BTF does not have them,
+    // the entry programs save the arguments instead.
+    let regs: Result<Vec<u32>, _> = ["di", "si", "dx", "r10"]
+        .iter()
+        .map(|reg| btf.member_offset("pt_regs", reg))
+        .map(|m| m.ok().and_then(|m| m.byte_offset()).ok_or(()))
+        .collect();
+    match regs {
+        Ok(offsets) if cfg!(target_arch = "x86_64") => {
+            layout.regs_arg.copy_from_slice(&offsets);
+            layout.args_from_regs = 1;
+        }
+        _ => layout.args_from_regs = 0,
+    }
+
     // void (*)(void *__data, struct task_struct *p[, bool group_dead])
     layout.exit_has_group_dead_arg =
         match btf.func_proto_param_count_of_typedef("btf_trace_sched_process_exit") {

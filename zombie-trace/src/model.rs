@@ -56,6 +56,8 @@
 //! except reparenting, which is O(children of the dead process).
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 
 use zombie_trace_common::{
@@ -450,9 +452,11 @@ fn key_of(st: &ProcStat) -> ProcKey {
 pub struct Ledger {
     slots: Vec<Option<Process>>,
     free: Vec<Slot>,
-    by_key: HashMap<ProcKey, Slot>,
+    /// Fx, not SipHash: lookups here are most of an event's cost. Keys are
+    /// PIDs and start ticks the kernel hands out, not chosen by a client.
+    by_key: FxHashMap<ProcKey, Slot>,
     /// Zombies by (parent slot, vpid): what a wait return names (invariant 6).
-    zombies: HashMap<(Slot, u32), Slot>,
+    zombies: FxHashMap<(Slot, u32), Slot>,
     clock: TickClock,
     /// CLOCK_BOOTTIME when tracing started; the exit time assumed for
     /// zombies found by the start-up scan.
@@ -472,8 +476,8 @@ impl Ledger {
         Self {
             slots: Vec::with_capacity(capacity),
             free: Vec::new(),
-            by_key: HashMap::with_capacity(capacity),
-            zombies: HashMap::with_capacity(capacity),
+            by_key: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+            zombies: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
             clock,
             started_ns,
             counters: LedgerCounters::default(),

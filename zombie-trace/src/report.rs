@@ -1,7 +1,7 @@
 //! Views on the ledger: per-parent rows, the periodic report, alerts and the
 //! /proc-only snapshot, as JSON (a stable contract) or text.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
@@ -360,7 +360,7 @@ impl Alert {
 #[derive(Debug)]
 pub struct AlertTracker {
     threshold: u32,
-    alerted: HashSet<ProcKey>,
+    alerted: FxHashSet<ProcKey>,
     due: Vec<ProcKey>,
 }
 
@@ -368,7 +368,7 @@ impl AlertTracker {
     pub fn new(threshold: u32) -> Self {
         Self {
             threshold: threshold.max(1),
-            alerted: HashSet::new(),
+            alerted: FxHashSet::default(),
             due: Vec::new(),
         }
     }
@@ -385,7 +385,7 @@ impl AlertTracker {
             if self.alerted.insert(parent) {
                 self.due.push(parent);
             }
-        } else {
+        } else if !self.alerted.is_empty() {
             self.alerted.remove(&parent);
         }
     }
@@ -403,6 +403,9 @@ impl AlertTracker {
                 child,
                 ..
             } => {
+                if self.alerted.is_empty() {
+                    return; // the common case: nothing to forget
+                }
                 if pending < self.threshold {
                     self.alerted.remove(&reaper);
                 }

@@ -9,7 +9,8 @@ use aya_log::EbpfLogger;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use zombie_trace_common::{
-    DEFAULT_RING_BYTES, EVENTS_MAP, LAYOUT_GLOBAL, LOST_MAP, LostReason, WAKEUP_BYTES_GLOBAL,
+    DEFAULT_RING_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, LOST_MAP, LostReason,
+    WAKEUP_BYTES_GLOBAL,
 };
 
 use crate::events::{DecodeError, Event};
@@ -31,6 +32,12 @@ pub enum Hook {
     Raw,
     /// A classic `syscalls/` tracepoint (the program is named after the event).
     Syscall,
+    /// A `syscalls/sys_enter_*` tracepoint that saves the call's arguments
+    /// for its exit program: attached only where the exit programs cannot
+    /// read them from the saved registers (see
+    /// `KernelLayout::args_from_regs`). Any entry program makes every
+    /// syscall on the host pass through the tracepoint.
+    SyscallEntry,
 }
 
 /// Every program, in the order they attach: from the end of a process's
@@ -40,13 +47,13 @@ pub enum Hook {
 /// ledger never holds a zombie whose release happened before the release
 /// programs were in place (the model's invariant 9).
 pub const PROGRAMS: [(&str, Hook); 12] = [
-    ("sys_enter_wait4", Hook::Syscall),
-    ("sys_enter_waitid", Hook::Syscall),
+    ("sys_enter_wait4", Hook::SyscallEntry),
+    ("sys_enter_waitid", Hook::SyscallEntry),
     ("sys_exit_wait4", Hook::Syscall),
     ("sys_exit_waitid", Hook::Syscall),
-    ("sys_enter_rt_sigaction", Hook::Syscall),
+    ("sys_enter_rt_sigaction", Hook::SyscallEntry),
     ("sys_exit_rt_sigaction", Hook::Syscall),
-    ("sys_enter_prctl", Hook::Syscall),
+    ("sys_enter_prctl", Hook::SyscallEntry),
     ("sys_exit_prctl", Hook::Syscall),
     ("sched_process_free", Hook::Raw),
     ("sched_process_exec", Hook::Raw),
@@ -112,6 +119,10 @@ pub struct TracerOptions {
     /// Decide "whole process exited" from `signal->live` even when the
     /// kernel passes `group_dead` (to exercise the older kernels' path).
     pub force_live_counter: bool,
+    /// Save syscall arguments with entry programs even where the exit
+    /// programs could read them from the saved registers (to exercise the
+    /// older kernels' path).
+    pub force_entry_programs: bool,
 }
 
 impl Default for TracerOptions {
@@ -119,8 +130,57 @@ impl Default for TracerOptions {
         Self {
             ring_bytes: DEFAULT_RING_BYTES,
             force_live_counter: false,
+            force_entry_programs: false,
         }
     }
+}
+
+/// The programs `layout` needs, in attach order.
+fn programs(layout: &KernelLayout) -> impl Iterator<Item = (&'static str, Hook)> {
+    let entries = layout.args_from_regs == 0;
+    PROGRAMS
+        .into_iter()
+        .filter(move |&(_, hook)| entries || hook != Hook::SyscallEntry)
+}
+
+/// Loads the object and every program `layout` needs into the kernel
+/// (verified, not attached yet).
+fn load(layout: &KernelLayout, ring_bytes: u32) -> Result<Ebpf, TracerError> {
+    let wakeup_bytes = u64::from(ring_bytes / 8);
+    let mut ebpf = EbpfLoader::new()
+        .override_global(LAYOUT_GLOBAL, layout, true)
+        .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
+        .map_max_entries(EVENTS_MAP, ring_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(TracerError::Load)?;
+    for (name, hook) in programs(layout) {
+        let loaded = match hook {
+            Hook::Raw => raw_tracepoint(&mut ebpf, name)?.load(),
+            Hook::Syscall | Hook::SyscallEntry => syscall_tracepoint(&mut ebpf, name)?.load(),
+        };
+        loaded.map_err(|source| TracerError::Program { name, source })?;
+    }
+    Ok(ebpf)
+}
+
+fn raw_tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut RawTracePoint, TracerError> {
+    ebpf.program_mut(name)
+        .ok_or(TracerError::Missing(name))?
+        .try_into()
+        .map_err(|source| TracerError::Program { name, source })
+}
+
+fn syscall_tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut TracePoint, TracerError> {
+    ebpf.program_mut(name)
+        .ok_or(TracerError::Missing(name))?
+        .try_into()
+        .map_err(|source| TracerError::Program { name, source })
 }
 
 /// The loaded and attached programs. Detached when dropped.
@@ -130,6 +190,7 @@ pub struct Tracer {
     /// forwarded to the `log` crate on every drain.
     kernel_log: Option<EbpfLogger<&'static dyn log::Log>>,
     lost: PerCpuArray<MapData, u64>,
+    args_from_regs: bool,
     // Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
 }
@@ -148,14 +209,21 @@ impl Tracer {
         if options.force_live_counter {
             layout.exit_has_group_dead_arg = 0;
         }
-        let wakeup_bytes = u64::from(ring_bytes / 8);
-        let mut ebpf = EbpfLoader::new()
-            .override_global(LAYOUT_GLOBAL, &layout, true)
-            .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
-            .map_max_entries(EVENTS_MAP, ring_bytes)
-            .load(EBPF_OBJECT)
-            .map_err(TracerError::Load)?;
-
+        if options.force_entry_programs {
+            layout.args_from_regs = 0;
+        }
+        let mut ebpf = match load(&layout, ring_bytes) {
+            // bpf_task_pt_regs needs Linux 5.15: read the arguments at entry.
+            Err(TracerError::Program { name, source }) if layout.args_from_regs != 0 => {
+                log::info!(
+                    "program {name} cannot read syscall arguments from registers ({source}); \
+                     attaching the syscall entry programs instead"
+                );
+                layout.args_from_regs = 0;
+                load(&layout, ring_bytes)?
+            }
+            loaded => loaded?,
+        };
         let kernel_log = match EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(err) => {
@@ -163,26 +231,12 @@ impl Tracer {
                 None
             }
         };
-        for (name, hook) in PROGRAMS {
+        for (name, hook) in programs(&layout) {
             let attached = match hook {
-                Hook::Raw => {
-                    let program: &mut RawTracePoint = ebpf
-                        .program_mut(name)
-                        .ok_or(TracerError::Missing(name))?
-                        .try_into()
-                        .map_err(|source| TracerError::Program { name, source })?;
-                    program.load().and_then(|()| program.attach(name).map(drop))
-                }
-                Hook::Syscall => {
-                    let program: &mut TracePoint = ebpf
-                        .program_mut(name)
-                        .ok_or(TracerError::Missing(name))?
-                        .try_into()
-                        .map_err(|source| TracerError::Program { name, source })?;
-                    program
-                        .load()
-                        .and_then(|()| program.attach("syscalls", name).map(drop))
-                }
+                Hook::Raw => raw_tracepoint(&mut ebpf, name)?.attach(name).map(drop),
+                Hook::Syscall | Hook::SyscallEntry => syscall_tracepoint(&mut ebpf, name)?
+                    .attach("syscalls", name)
+                    .map(drop),
             };
             attached.map_err(|source| TracerError::Program { name, source })?;
         }
@@ -209,8 +263,15 @@ impl Tracer {
             ring,
             kernel_log,
             lost,
+            args_from_regs: layout.args_from_regs != 0,
             _ebpf: ebpf,
         })
+    }
+
+    /// Whether the syscall exit programs read their arguments from the
+    /// saved registers (no entry program attached).
+    pub fn args_from_regs(&self) -> bool {
+        self.args_from_regs
     }
 
     /// Events the kernel could not deliver, by reason, summed over CPUs.
