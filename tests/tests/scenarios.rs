@@ -72,6 +72,18 @@ fn never_waiting_parent_owes_every_child_without_group_dead_arg() {
     }
 }
 
+/// Same story on the path for kernels without BTF tracepoints (raw
+/// tracepoints, a helper call per read).
+#[test]
+fn never_waiting_parent_owes_every_child_with_raw_tracepoints() {
+    if privileged("never_waiting_parent_owes_every_child_with_raw_tracepoints") {
+        never_waits(TracerOptions {
+            force_raw_tracepoints: true,
+            ..TracerOptions::default()
+        });
+    }
+}
+
 #[test]
 fn handler_that_reaps_owes_nothing() {
     if !privileged("handler_that_reaps_owes_nothing") {
@@ -402,12 +414,14 @@ fn exit_programs_read_the_syscall_arguments() {
 }
 
 /// Same story on the path for kernels where the exit programs cannot read
-/// the saved registers (entry programs save the arguments).
+/// the saved registers (entry programs save the arguments) and have no BTF
+/// tracepoints.
 #[test]
 fn entry_programs_save_the_syscall_arguments() {
     if privileged("entry_programs_save_the_syscall_arguments") {
         syscall_arguments(TracerOptions {
             force_entry_programs: true,
+            force_raw_tracepoints: true,
             ..TracerOptions::default()
         });
     }

@@ -15,9 +15,9 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_task_pt_regs},
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 use zombie_trace_common::{
@@ -73,9 +73,52 @@ macro_rules! layout {
 
 type Task = *const u8;
 
+/// How a program reads kernel memory. The scheduler programs exist twice,
+/// once per reader: as BTF tracepoints (`tp_btf`, [`Direct`]) where the
+/// kernel has them, else as raw tracepoints ([`Probe`]).
+trait Kernel {
+    fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, u32>;
+}
+
+/// `bpf_probe_read_kernel`: a helper call per read, works on any pointer.
+struct Probe;
+
+impl Kernel for Probe {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, u32> {
+        unsafe { bpf_probe_read_kernel(base.wrapping_add(offset) as *const T) }.map_err(|_| 0u32)
+    }
+}
+
+/// Plain loads through BTF-typed pointers (the task arguments of a
+/// `tp_btf` program and the pointers loaded from them): the verifier checks
+/// each offset against the kernel's types, and the JIT turns a fault into a
+/// zero. No helper call.
+struct Direct;
+
+impl Kernel for Direct {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, u32> {
+        Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset) as *const T) })
+    }
+}
+
+/// Kernel memory behind a pointer the verifier does not type (one read
+/// with a helper), whatever the program's reader.
 #[inline(always)]
 fn read<T>(base: *const u8, offset: usize) -> Result<T, u32> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset) as *const T) }.map_err(|_| 0u32)
+}
+
+#[inline(always)]
+fn comm<K: Kernel>(task: Task) -> Result<[u8; COMM_LEN], u32> {
+    // Two 8-byte loads: a typed access must fit inside the field.
+    let lo: u64 = K::read(task, layout!(task_comm))?;
+    let hi: u64 = K::read(task, layout!(task_comm) + 8)?;
+    let mut comm = [0u8; COMM_LEN];
+    comm[..8].copy_from_slice(&lo.to_ne_bytes());
+    comm[8..].copy_from_slice(&hi.to_ne_bytes());
+    Ok(comm)
 }
 
 #[inline(always)]
@@ -109,70 +152,93 @@ fn header(kind: EventKind) -> EventHeader {
 
 /// Identity of the process `task` belongs to (it may be a thread).
 #[inline(always)]
-fn process_id(task: Task) -> Result<ProcessId, u32> {
-    let leader: Task = read(task, layout!(task_group_leader))?;
+fn process_id<K: Kernel>(task: Task) -> Result<ProcessId, u32> {
+    let leader: Task = K::read(task, layout!(task_group_leader))?;
     Ok(ProcessId {
-        tgid: read(task, layout!(task_tgid))?,
+        tgid: K::read(task, layout!(task_tgid))?,
         _pad: 0,
-        start_boottime_ns: read(leader, layout!(task_start_boottime))?,
+        start_boottime_ns: K::read(leader, layout!(task_start_boottime))?,
     })
 }
 
 /// `task_pid(task)->level`: depth of the task's PID namespace.
 #[inline(always)]
-fn pid_level(task: Task) -> Result<u32, u32> {
-    let pid: *const u8 = read(task, layout!(task_thread_pid))?;
-    read(pid, layout!(pid_level))
+fn pid_level<K: Kernel>(task: Task) -> Result<u32, u32> {
+    let pid: *const u8 = K::read(task, layout!(task_thread_pid))?;
+    K::read(pid, layout!(pid_level))
 }
 
-/// The task's PID as seen from PID namespace depth `level`.
+/// The task's PID as seen from PID namespace depth `level`. The index is
+/// not a constant, so the entry is read with a helper.
 #[inline(always)]
-fn pid_nr_at(task: Task, level: u32) -> Result<u32, u32> {
-    let pid: *const u8 = read(task, layout!(task_thread_pid))?;
+fn pid_nr_at<K: Kernel>(task: Task, level: u32) -> Result<u32, u32> {
+    let pid: *const u8 = K::read(task, layout!(task_thread_pid))?;
     let upid = layout!(pid_numbers) + (level as usize) * layout!(upid_size);
     read(pid, upid + layout!(upid_nr))
 }
 
-/// The init (child_reaper) of the task's PID namespace.
+/// The init (child_reaper) of the task's PID namespace. Found through a
+/// variable index: the result is an untyped pointer (read it with helpers).
 #[inline(always)]
-fn ns_child_reaper(task: Task) -> Result<Task, u32> {
-    let pid: *const u8 = read(task, layout!(task_thread_pid))?;
-    let level: u32 = read(pid, layout!(pid_level))?;
+fn ns_child_reaper<K: Kernel>(task: Task) -> Result<Task, u32> {
+    let pid: *const u8 = K::read(task, layout!(task_thread_pid))?;
+    let level: u32 = K::read(pid, layout!(pid_level))?;
     let upid = layout!(pid_numbers) + (level as usize) * layout!(upid_size);
     let ns: *const u8 = read(pid, upid + layout!(upid_ns))?;
     read(ns, layout!(pid_ns_child_reaper))
 }
 
-/// Bit `bit` of the signal_struct word that holds the subreaper bitfields.
+/// The signal_struct word that holds the subreaper bitfields.
 #[inline(always)]
-fn signal_bit(task: Task, bit: usize) -> Result<bool, u32> {
-    let signal: *const u8 = read(task, layout!(task_signal))?;
-    let word: u32 = read(signal, layout!(signal_subreaper_word))?;
-    Ok(word & (1u32 << (bit & 31)) != 0)
+fn subreaper_word<K: Kernel>(task: Task) -> Result<u32, u32> {
+    let signal: *const u8 = K::read(task, layout!(task_signal))?;
+    K::read(signal, layout!(signal_subreaper_word))
+}
+
+#[inline(always)]
+fn bit(word: u32, bit: usize) -> bool {
+    word & (1u32 << (bit & 31)) != 0
 }
 
 /// Whether the kernel reaps this task's exited children itself: SIGCHLD is
 /// ignored or SA_NOCLDWAIT is set (do_notify_parent's autoreap rule).
 #[inline(always)]
-fn autoreaps_children(task: Task) -> Result<bool, u32> {
-    let sighand: *const u8 = read(task, layout!(task_sighand))?;
+fn autoreaps_children<K: Kernel>(task: Task) -> Result<bool, u32> {
+    let sighand: *const u8 = K::read(task, layout!(task_sighand))?;
     let action = layout!(sighand_action) + (SIGCHLD as usize - 1) * layout!(k_sigaction_size);
-    let handler: u64 = read(sighand, action + layout!(sigaction_handler))?;
-    let flags: u64 = read(sighand, action + layout!(sigaction_flags))?;
+    let handler: u64 = K::read(sighand, action + layout!(sigaction_handler))?;
+    let flags: u64 = K::read(sighand, action + layout!(sigaction_flags))?;
     Ok(handler == SIG_IGN || flags & SA_NOCLDWAIT != 0)
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> u32 {
+    let child: Task = ctx.arg(1);
+    if fork::<Direct>(child).is_err() {
+        warn!(
+            &ctx,
+            "sched_process_fork: a kernel read failed; event dropped"
+        );
+    }
+    0
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
-    match try_sched_process_fork(ctx) {
-        Ok(ret) | Err(ret) => ret,
+    let child: Task = ctx.arg::<u64>(1) as Task;
+    if fork::<Probe>(child).is_err() {
+        warn!(
+            &ctx,
+            "sched_process_fork: a kernel read failed; event dropped"
+        );
     }
+    0
 }
 
-fn try_sched_process_fork(ctx: RawTracePointContext) -> Result<u32, u32> {
-    let child: Task = ctx.arg::<u64>(1) as Task;
-    let pid: u32 = read(child, layout!(task_pid))?;
-    let tgid: u32 = read(child, layout!(task_tgid))?;
+#[inline(always)]
+fn fork<K: Kernel>(child: Task) -> Result<u32, u32> {
+    let pid: u32 = K::read(child, layout!(task_pid))?;
+    let tgid: u32 = K::read(child, layout!(task_tgid))?;
     if pid != tgid {
         return Ok(0); // a new thread, not a new process
     }
@@ -183,12 +249,13 @@ fn try_sched_process_fork(ctx: RawTracePointContext) -> Result<u32, u32> {
     let filled = (|| -> Result<ForkEvent, u32> {
         // The parent that must reap is real_parent's process, which differs
         // from the forking task with CLONE_PARENT.
-        let parent: Task = read(child, layout!(task_real_parent))?;
+        let parent: Task = K::read(child, layout!(task_real_parent))?;
+        let word = subreaper_word::<K>(parent)?;
         let mut parent_flags = 0;
-        if signal_bit(parent, layout!(signal_is_child_subreaper_bit))? {
+        if bit(word, layout!(signal_is_child_subreaper_bit)) {
             parent_flags |= fork_flags::PARENT_SUBREAPER;
         }
-        if signal_bit(parent, layout!(signal_has_child_subreaper_bit))? {
+        if bit(word, layout!(signal_has_child_subreaper_bit)) {
             parent_flags |= fork_flags::PARENT_HAS_SUBREAPER_ANCESTOR;
         }
         Ok(ForkEvent {
@@ -196,12 +263,12 @@ fn try_sched_process_fork(ctx: RawTracePointContext) -> Result<u32, u32> {
             child: ProcessId {
                 tgid,
                 _pad: 0,
-                start_boottime_ns: read(child, layout!(task_start_boottime))?,
+                start_boottime_ns: K::read(child, layout!(task_start_boottime))?,
             },
-            parent: process_id(parent)?,
-            child_vpid: pid_nr_at(child, pid_level(parent)?)?,
+            parent: process_id::<K>(parent)?,
+            child_vpid: pid_nr_at::<K>(child, pid_level::<K>(parent)?)?,
             parent_flags,
-            comm: read::<[u8; COMM_LEN]>(child, layout!(task_comm))?,
+            comm: comm::<K>(child)?,
         })
     })();
     match filled {
@@ -209,33 +276,59 @@ fn try_sched_process_fork(ctx: RawTracePointContext) -> Result<u32, u32> {
             entry.write(event);
             entry.submit(wakeup());
         }
-        Err(_) => {
+        Err(err) => {
             entry.discard(0);
             count_lost(LostReason::ReadFailed);
-            warn!(
-                &ctx,
-                "sched_process_fork: a kernel read failed; event dropped"
-            );
+            return Err(err);
         }
     }
     Ok(0)
 }
 
-#[raw_tracepoint(tracepoint = "sched_process_exit")]
-pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
-    match try_sched_process_exit(ctx) {
-        Ok(ret) | Err(ret) => ret,
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_btf(ctx: BtfTracePointContext) -> u32 {
+    let task: Task = ctx.arg(0);
+    // The group_dead argument exists from Linux 6.16 on (LAYOUT says).
+    let group_dead_arg = if layout!(exit_has_group_dead_arg) != 0 {
+        Some(ctx.arg::<u64>(1) & 0xff != 0)
+    } else {
+        None
+    };
+    if exit::<Direct>(task, group_dead_arg).is_err() {
+        warn!(
+            &ctx,
+            "sched_process_exit: a kernel read failed; event dropped"
+        );
     }
+    0
 }
 
-fn try_sched_process_exit(ctx: RawTracePointContext) -> Result<u32, u32> {
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
     let task: Task = ctx.arg::<u64>(0) as Task;
-    let group_dead = if layout!(exit_has_group_dead_arg) != 0 {
-        ctx.arg::<u64>(1) & 0xff != 0
+    let group_dead_arg = if layout!(exit_has_group_dead_arg) != 0 {
+        Some(ctx.arg::<u64>(1) & 0xff != 0)
     } else {
-        // do_exit() decrements signal->live before this tracepoint.
-        let signal: *const u8 = read(task, layout!(task_signal))?;
-        read::<i32>(signal, layout!(signal_live))? == 0
+        None
+    };
+    if exit::<Probe>(task, group_dead_arg).is_err() {
+        warn!(
+            &ctx,
+            "sched_process_exit: a kernel read failed; event dropped"
+        );
+    }
+    0
+}
+
+#[inline(always)]
+fn exit<K: Kernel>(task: Task, group_dead_arg: Option<bool>) -> Result<u32, u32> {
+    let group_dead = match group_dead_arg {
+        Some(group_dead) => group_dead,
+        None => {
+            // do_exit() decrements signal->live before this tracepoint.
+            let signal: *const u8 = K::read(task, layout!(task_signal))?;
+            K::read::<i32>(signal, layout!(signal_live))? == 0
+        }
     };
     if !group_dead {
         return Ok(0); // a thread exited, the process lives on
@@ -244,38 +337,37 @@ fn try_sched_process_exit(ctx: RawTracePointContext) -> Result<u32, u32> {
         count_lost(LostReason::RingFull);
         return Ok(0);
     };
-    match exit_event(task) {
+    match exit_event::<K>(task) {
         Ok(event) => {
             entry.write(event);
             entry.submit(wakeup());
         }
-        Err(_) => {
+        Err(err) => {
             entry.discard(0);
             count_lost(LostReason::ReadFailed);
-            warn!(
-                &ctx,
-                "sched_process_exit: a kernel read failed; event dropped"
-            );
+            return Err(err);
         }
     }
     Ok(0)
 }
 
-fn exit_event(task: Task) -> Result<ExitEvent, u32> {
-    let leader: Task = read(task, layout!(task_group_leader))?;
-    let parent: Task = read(leader, layout!(task_real_parent))?;
+#[inline(always)]
+fn exit_event<K: Kernel>(task: Task) -> Result<ExitEvent, u32> {
+    let leader: Task = K::read(task, layout!(task_group_leader))?;
+    let parent: Task = K::read(leader, layout!(task_real_parent))?;
     let mut flags = 0;
-    let exit_signal: i32 = read(leader, layout!(task_exit_signal))?;
+    let exit_signal: i32 = K::read(leader, layout!(task_exit_signal))?;
     if exit_signal as u64 != SIGCHLD {
         flags |= exit_flags::NON_SIGCHLD_EXIT_SIGNAL;
     }
-    let ptrace: u32 = read(leader, layout!(task_ptrace))?;
+    let ptrace: u32 = K::read(leader, layout!(task_ptrace))?;
     if ptrace != 0 {
         flags |= exit_flags::PTRACED;
-    } else if exit_signal as u64 == SIGCHLD && autoreaps_children(parent)? {
+    } else if exit_signal as u64 == SIGCHLD && autoreaps_children::<K>(parent)? {
         flags |= exit_flags::AUTOREAP;
     }
-    if signal_bit(leader, layout!(signal_is_child_subreaper_bit))? {
+    let leader_word = subreaper_word::<K>(leader)?;
+    if bit(leader_word, layout!(signal_is_child_subreaper_bit)) {
         flags |= exit_flags::SUBREAPER;
     }
 
@@ -283,38 +375,43 @@ fn exit_event(task: Task) -> Result<ExitEvent, u32> {
     // nearest ancestor subreaper in the same PID namespace, else the
     // namespace's init. When this process is that init, the kernel kills and
     // reaps the whole namespace itself.
-    let tgid: u32 = read(task, layout!(task_tgid))?;
+    let tgid: u32 = K::read(task, layout!(task_tgid))?;
     // Children live on the thread that forked them and move to a surviving
     // thread when it exits, so at the group's death they are all on `task`.
     // Most exiting processes have none: skip the adopter walk for them.
     let children = task.wrapping_add(layout!(task_children));
-    let has_children = read::<*const u8>(task, layout!(task_children))? != children;
+    let has_children = K::read::<*const u8>(task, layout!(task_children))? != children;
     let mut adopter = ProcessId::default();
     if has_children {
-        let ns_reaper = ns_child_reaper(leader)?;
+        // The namespace init comes through a variable index: untyped, so
+        // the adopter is read with helpers whichever way it was found.
+        let ns_reaper = ns_child_reaper::<K>(leader)?;
         if read::<u32>(ns_reaper, layout!(task_tgid))? == tgid {
             flags |= exit_flags::NS_INIT;
         } else {
             let mut reaper = ns_reaper;
-            if signal_bit(leader, layout!(signal_has_child_subreaper_bit))? {
-                let level = pid_level(leader)?;
+            if bit(leader_word, layout!(signal_has_child_subreaper_bit)) {
+                let level = pid_level::<K>(leader)?;
                 let mut ancestor = parent;
                 for _ in 0..MAX_ANCESTORS {
-                    if pid_level(ancestor)? != level
-                        || read::<u32>(ancestor, layout!(task_pid))? == 0
+                    if pid_level::<K>(ancestor)? != level
+                        || K::read::<u32>(ancestor, layout!(task_pid))? == 0
                     {
                         break;
                     }
-                    if signal_bit(ancestor, layout!(signal_is_child_subreaper_bit))? {
+                    if bit(
+                        subreaper_word::<K>(ancestor)?,
+                        layout!(signal_is_child_subreaper_bit),
+                    ) {
                         reaper = ancestor;
                         break;
                     }
-                    ancestor = read(ancestor, layout!(task_real_parent))?;
+                    ancestor = K::read(ancestor, layout!(task_real_parent))?;
                 }
             }
-            adopter = process_id(reaper)?;
+            adopter = process_id::<Probe>(reaper)?;
             flags |= exit_flags::HAS_ADOPTER;
-            if autoreaps_children(reaper)? {
+            if autoreaps_children::<Probe>(reaper)? {
                 flags |= exit_flags::ADOPTER_AUTOREAPS;
             }
         }
@@ -325,27 +422,44 @@ fn exit_event(task: Task) -> Result<ExitEvent, u32> {
         process: ProcessId {
             tgid,
             _pad: 0,
-            start_boottime_ns: read(leader, layout!(task_start_boottime))?,
+            start_boottime_ns: K::read(leader, layout!(task_start_boottime))?,
         },
-        parent: process_id(parent)?,
+        parent: process_id::<K>(parent)?,
         adopter,
-        vpid: pid_nr_at(leader, pid_level(parent)?)?,
-        exit_code: read(task, layout!(task_exit_code))?,
+        vpid: pid_nr_at::<K>(leader, pid_level::<K>(parent)?)?,
+        exit_code: K::read(task, layout!(task_exit_code))?,
         flags,
         _pad: 0,
-        comm: read::<[u8; COMM_LEN]>(leader, layout!(task_comm))?,
+        comm: comm::<K>(leader)?,
     })
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> u32 {
+    let task: Task = ctx.arg(0);
+    if exec::<Direct>(task).is_err() {
+        warn!(
+            &ctx,
+            "sched_process_exec: a kernel read failed; event dropped"
+        );
+    }
+    0
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
-    match try_sched_process_exec(ctx) {
-        Ok(ret) | Err(ret) => ret,
+    let task: Task = ctx.arg::<u64>(0) as Task;
+    if exec::<Probe>(task).is_err() {
+        warn!(
+            &ctx,
+            "sched_process_exec: a kernel read failed; event dropped"
+        );
     }
+    0
 }
 
-fn try_sched_process_exec(ctx: RawTracePointContext) -> Result<u32, u32> {
-    let task: Task = ctx.arg::<u64>(0) as Task;
+#[inline(always)]
+fn exec<K: Kernel>(task: Task) -> Result<u32, u32> {
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_lost(LostReason::RingFull);
         return Ok(0);
@@ -353,8 +467,8 @@ fn try_sched_process_exec(ctx: RawTracePointContext) -> Result<u32, u32> {
     let filled = (|| -> Result<ExecEvent, u32> {
         Ok(ExecEvent {
             header: header(EventKind::Exec),
-            process: process_id(task)?,
-            comm: read::<[u8; COMM_LEN]>(task, layout!(task_comm))?,
+            process: process_id::<K>(task)?,
+            comm: comm::<K>(task)?,
         })
     })();
     match filled {
@@ -362,59 +476,62 @@ fn try_sched_process_exec(ctx: RawTracePointContext) -> Result<u32, u32> {
             entry.write(event);
             entry.submit(wakeup());
         }
-        Err(_) => {
+        Err(err) => {
             entry.discard(0);
             count_lost(LostReason::ReadFailed);
-            warn!(
-                &ctx,
-                "sched_process_exec: a kernel read failed; event dropped"
-            );
+            return Err(err);
         }
     }
     Ok(0)
 }
 
+#[btf_tracepoint(function = "sched_process_free")]
+pub fn sched_process_free_btf(ctx: BtfTracePointContext) -> u32 {
+    let task: Task = ctx.arg(0);
+    if free::<Direct>(task).is_err() {
+        warn!(
+            &ctx,
+            "sched_process_free: a kernel read failed; event dropped"
+        );
+    }
+    0
+}
+
 #[raw_tracepoint(tracepoint = "sched_process_free")]
 pub fn sched_process_free(ctx: RawTracePointContext) -> u32 {
-    match try_sched_process_free(ctx) {
-        Ok(ret) | Err(ret) => ret,
+    let task: Task = ctx.arg::<u64>(0) as Task;
+    if free::<Probe>(task).is_err() {
+        warn!(
+            &ctx,
+            "sched_process_free: a kernel read failed; event dropped"
+        );
     }
+    0
 }
 
 /// Runs in an RCU callback, not in the process's context: everything comes
 /// from the task argument.
-fn try_sched_process_free(ctx: RawTracePointContext) -> Result<u32, u32> {
-    let task: Task = ctx.arg::<u64>(0) as Task;
-    let pid: u32 = read(task, layout!(task_pid))?;
-    let tgid: u32 = read(task, layout!(task_tgid))?;
+#[inline(always)]
+fn free<K: Kernel>(task: Task) -> Result<u32, u32> {
+    let pid: u32 = K::read(task, layout!(task_pid))?;
+    let tgid: u32 = K::read(task, layout!(task_tgid))?;
     if pid != tgid {
         return Ok(0); // a thread, not a process
     }
+    let start_boottime_ns: u64 = K::read(task, layout!(task_start_boottime))?;
     let Some(mut entry) = EVENTS.reserve::<FreeEvent>(0) else {
         count_lost(LostReason::RingFull);
         return Ok(0);
     };
-    match read::<u64>(task, layout!(task_start_boottime)) {
-        Ok(start_boottime_ns) => {
-            entry.write(FreeEvent {
-                header: header(EventKind::Free),
-                process: ProcessId {
-                    tgid,
-                    _pad: 0,
-                    start_boottime_ns,
-                },
-            });
-            entry.submit(wakeup());
-        }
-        Err(_) => {
-            entry.discard(0);
-            count_lost(LostReason::ReadFailed);
-            warn!(
-                &ctx,
-                "sched_process_free: a kernel read failed; event dropped"
-            );
-        }
-    }
+    entry.write(FreeEvent {
+        header: header(EventKind::Free),
+        process: ProcessId {
+            tgid,
+            _pad: 0,
+            start_boottime_ns,
+        },
+    });
+    entry.submit(wakeup());
     Ok(0)
 }
 
@@ -433,6 +550,18 @@ fn syscall_args() -> Result<[u64; 4], u32> {
         core::ptr::read_volatile(regs.wrapping_add(offset) as *const u64)
     };
     Ok([arg(0), arg(1), arg(2), arg(3)])
+}
+
+/// The process of the current task: with plain loads through the BTF-typed
+/// current task where the kernel has it (the same kernels that let exit
+/// programs read the saved registers), else with helper reads.
+#[inline(always)]
+fn current_process() -> Result<ProcessId, u32> {
+    if args_from_regs() {
+        process_id::<Direct>(unsafe { bpf_get_current_task_btf() } as Task)
+    } else {
+        process_id::<Probe>(unsafe { bpf_get_current_task() } as Task)
+    }
 }
 
 /// Whether the exit programs read arguments from the saved registers (the
@@ -592,7 +721,7 @@ fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32
             }
         }
     }
-    let waiter = match process_id(unsafe { bpf_get_current_task() } as Task) {
+    let waiter = match current_process() {
         Ok(waiter) => waiter,
         Err(err) => {
             entry.discard(0);
@@ -742,7 +871,7 @@ fn try_sys_exit_attr(ctx: TracePointContext, saved: Option<AttrEntry>) -> Result
         count_lost(LostReason::RingFull);
         return Ok(0);
     };
-    match process_id(unsafe { bpf_get_current_task() } as Task) {
+    match current_process() {
         Ok(process) => {
             entry.write(AttrEvent {
                 header: header(EventKind::Attr),

@@ -3,7 +3,7 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
 use thiserror::Error;
@@ -28,8 +28,11 @@ pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 /// How a program attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
-    /// A raw tracepoint of the scheduler (task_struct arguments).
-    Raw,
+    /// A scheduler tracepoint (task_struct arguments): the BTF tracepoint
+    /// program `btf_program` (plain loads the verifier types, no helper
+    /// calls) where the kernel has BTF tracepoints, else the raw tracepoint
+    /// program named after the event (a helper call per read).
+    Sched { btf_program: &'static str },
     /// A classic `syscalls/` tracepoint (the program is named after the event).
     Syscall,
     /// A `syscalls/sys_enter_*` tracepoint that saves the call's arguments
@@ -55,11 +58,38 @@ pub const PROGRAMS: [(&str, Hook); 12] = [
     ("sys_exit_rt_sigaction", Hook::Syscall),
     ("sys_enter_prctl", Hook::SyscallEntry),
     ("sys_exit_prctl", Hook::Syscall),
-    ("sched_process_free", Hook::Raw),
-    ("sched_process_exec", Hook::Raw),
-    ("sched_process_exit", Hook::Raw),
-    ("sched_process_fork", Hook::Raw),
+    (
+        "sched_process_free",
+        Hook::Sched {
+            btf_program: "sched_process_free_btf",
+        },
+    ),
+    (
+        "sched_process_exec",
+        Hook::Sched {
+            btf_program: "sched_process_exec_btf",
+        },
+    ),
+    (
+        "sched_process_exit",
+        Hook::Sched {
+            btf_program: "sched_process_exit_btf",
+        },
+    ),
+    (
+        "sched_process_fork",
+        Hook::Sched {
+            btf_program: "sched_process_fork_btf",
+        },
+    ),
 ];
+
+/// Which scheduler programs are in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SchedPrograms {
+    Btf,
+    Raw,
+}
 
 #[derive(Debug, Error)]
 pub enum TracerError {
@@ -123,6 +153,9 @@ pub struct TracerOptions {
     /// programs could read them from the saved registers (to exercise the
     /// older kernels' path).
     pub force_entry_programs: bool,
+    /// Use the raw tracepoint programs even where BTF tracepoints work (to
+    /// exercise the older kernels' path).
+    pub force_raw_tracepoints: bool,
 }
 
 impl Default for TracerOptions {
@@ -131,6 +164,7 @@ impl Default for TracerOptions {
             ring_bytes: DEFAULT_RING_BYTES,
             force_live_counter: false,
             force_entry_programs: false,
+            force_raw_tracepoints: false,
         }
     }
 }
@@ -145,22 +179,50 @@ fn programs(layout: &KernelLayout) -> impl Iterator<Item = (&'static str, Hook)>
 
 /// Loads the object and every program `layout` needs into the kernel
 /// (verified, not attached yet).
-fn load(layout: &KernelLayout, ring_bytes: u32) -> Result<Ebpf, TracerError> {
+fn load(
+    layout: &KernelLayout,
+    ring_bytes: u32,
+    btf: Option<&aya::Btf>,
+    sched: SchedPrograms,
+) -> Result<Ebpf, TracerError> {
     let wakeup_bytes = u64::from(ring_bytes / 8);
     let mut ebpf = EbpfLoader::new()
+        .btf(btf)
         .override_global(LAYOUT_GLOBAL, layout, true)
         .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
         .map_max_entries(EVENTS_MAP, ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(TracerError::Load)?;
     for (name, hook) in programs(layout) {
-        let loaded = match hook {
-            Hook::Raw => raw_tracepoint(&mut ebpf, name)?.load(),
-            Hook::Syscall | Hook::SyscallEntry => syscall_tracepoint(&mut ebpf, name)?.load(),
+        let loaded = match (hook, btf) {
+            (Hook::Sched { btf_program }, Some(btf)) if sched == SchedPrograms::Btf => {
+                let name = btf_program;
+                btf_tracepoint(&mut ebpf, name)?
+                    .load(event_of(name), btf)
+                    .map_err(|source| TracerError::Program { name, source })?;
+                continue;
+            }
+            (Hook::Sched { .. }, _) => raw_tracepoint(&mut ebpf, name)?.load(),
+            (Hook::Syscall | Hook::SyscallEntry, _) => syscall_tracepoint(&mut ebpf, name)?.load(),
         };
         loaded.map_err(|source| TracerError::Program { name, source })?;
     }
     Ok(ebpf)
+}
+
+/// `sched_process_fork_btf` → `sched_process_fork`.
+fn event_of(btf_program: &str) -> &str {
+    btf_program.strip_suffix("_btf").unwrap_or(btf_program)
+}
+
+fn btf_tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut BtfTracePoint, TracerError> {
+    ebpf.program_mut(name)
+        .ok_or(TracerError::Missing(name))?
+        .try_into()
+        .map_err(|source| TracerError::Program { name, source })
 }
 
 fn raw_tracepoint<'a>(
@@ -191,6 +253,7 @@ pub struct Tracer {
     kernel_log: Option<EbpfLogger<&'static dyn log::Log>>,
     lost: PerCpuArray<MapData, u64>,
     args_from_regs: bool,
+    btf_tracepoints: bool,
     // Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
 }
@@ -212,17 +275,40 @@ impl Tracer {
         if options.force_entry_programs {
             layout.args_from_regs = 0;
         }
-        let mut ebpf = match load(&layout, ring_bytes) {
-            // bpf_task_pt_regs needs Linux 5.15: read the arguments at entry.
-            Err(TracerError::Program { name, source }) if layout.args_from_regs != 0 => {
-                log::info!(
-                    "program {name} cannot read syscall arguments from registers ({source}); \
-                     attaching the syscall entry programs instead"
-                );
-                layout.args_from_regs = 0;
-                load(&layout, ring_bytes)?
+        // One parse of the kernel's BTF serves the loader and the BTF
+        // tracepoints; without it, raw tracepoints.
+        let btf = if options.force_raw_tracepoints {
+            None
+        } else {
+            aya::Btf::from_sys_fs()
+                .inspect_err(|err| log::info!("kernel BTF unusable by the loader: {err}"))
+                .ok()
+        };
+        let mut sched = match btf {
+            Some(_) => SchedPrograms::Btf,
+            None => SchedPrograms::Raw,
+        };
+        let mut ebpf = loop {
+            match load(&layout, ring_bytes, btf.as_ref(), sched) {
+                Ok(ebpf) => break ebpf,
+                // BTF tracepoints need Linux 5.5 and a BTF type per tracepoint.
+                Err(TracerError::Program { name, source }) if sched == SchedPrograms::Btf => {
+                    log::info!(
+                        "BTF tracepoint program {name} unusable ({source}); \
+                         using raw tracepoints"
+                    );
+                    sched = SchedPrograms::Raw;
+                }
+                // bpf_task_pt_regs needs Linux 5.15: read the arguments at entry.
+                Err(TracerError::Program { name, source }) if layout.args_from_regs != 0 => {
+                    log::info!(
+                        "program {name} cannot read syscall arguments from registers ({source}); \
+                         attaching the syscall entry programs instead"
+                    );
+                    layout.args_from_regs = 0;
+                }
+                Err(err) => return Err(err),
             }
-            loaded => loaded?,
         };
         let kernel_log = match EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
@@ -233,7 +319,15 @@ impl Tracer {
         };
         for (name, hook) in programs(&layout) {
             let attached = match hook {
-                Hook::Raw => raw_tracepoint(&mut ebpf, name)?.attach(name).map(drop),
+                Hook::Sched { btf_program } if sched == SchedPrograms::Btf => {
+                    let name = btf_program;
+                    btf_tracepoint(&mut ebpf, name)?
+                        .attach()
+                        .map(drop)
+                        .map_err(|source| TracerError::Program { name, source })?;
+                    continue;
+                }
+                Hook::Sched { .. } => raw_tracepoint(&mut ebpf, name)?.attach(name).map(drop),
                 Hook::Syscall | Hook::SyscallEntry => syscall_tracepoint(&mut ebpf, name)?
                     .attach("syscalls", name)
                     .map(drop),
@@ -264,8 +358,14 @@ impl Tracer {
             kernel_log,
             lost,
             args_from_regs: layout.args_from_regs != 0,
+            btf_tracepoints: sched == SchedPrograms::Btf,
             _ebpf: ebpf,
         })
+    }
+
+    /// Whether the scheduler programs are BTF tracepoints (else raw ones).
+    pub fn btf_tracepoints(&self) -> bool {
+        self.btf_tracepoints
     }
 
     /// Whether the syscall exit programs read their arguments from the
