@@ -133,6 +133,7 @@ pub fn run_checks() -> Vec<Check> {
         ),
         tracepoints_check(&tracepoints, privileges.can_mount()),
         reap_paths_check(version, btf.as_ref().map(has_free_tracepoint)),
+        scheduler_programs_check(version, btf.as_ref().map(has_btf_tracepoints)),
         syscall_arguments_check(version, btf.as_ref().map(has_syscall_arg_registers)),
         unprivileged_bpf_check(
             read_sysctl("/proc/sys/kernel/unprivileged_bpf_disabled"),
@@ -594,6 +595,56 @@ fn tracepoints_unmounted(can_mount: bool) -> Check {
 fn has_free_tracepoint(btf: &Btf) -> bool {
     btf.func_proto_param_count_of_typedef("btf_trace_sched_process_free")
         .is_ok()
+}
+
+/// Whether BTF describes every scheduler tracepoint the tracer uses (what
+/// a BTF tracepoint program attaches to).
+fn has_btf_tracepoints(btf: &Btf) -> bool {
+    crate::tracer::PROGRAMS
+        .iter()
+        .filter(|(_, hook)| matches!(hook, Hook::Sched { .. }))
+        .all(|(event, _)| {
+            btf.func_proto_param_count_of_typedef(&format!("btf_trace_{event}"))
+                .is_ok()
+        })
+}
+
+/// The kernel that added BTF tracepoints (`tp_btf`).
+const BTF_TRACEPOINT_KERNEL: (u32, u32) = (5, 5);
+
+/// Which scheduler programs the tracer loads: BTF tracepoints (plain loads
+/// the verifier checks against the kernel's types) or raw tracepoints (a
+/// helper call per read).
+fn scheduler_programs_check(version: Option<(u32, u32, u32)>, typed: Option<bool>) -> Check {
+    const NAME: &str = "scheduler-programs";
+    let new_enough = version
+        .map(|(major, minor, _)| (major, minor) >= BTF_TRACEPOINT_KERNEL)
+        .unwrap_or(false);
+    match typed {
+        Some(true) if new_enough => Check::new(
+            NAME,
+            Status::Ok,
+            "fork, exit, exec and free are BTF tracepoints (tp_btf): kernel fields are read \
+             with plain loads the verifier checks, no helper call per field",
+        ),
+        Some(_) => Check::new(
+            NAME,
+            Status::Ok,
+            format!(
+                "fallback: raw tracepoints with a helper call per field read ({})",
+                if new_enough {
+                    "BTF lacks a btf_trace_sched_process_* type"
+                } else {
+                    "BTF tracepoints need Linux 5.5"
+                }
+            ),
+        ),
+        None => Check::new(
+            NAME,
+            Status::Warn,
+            "cannot read kernel BTF: the program kind is decided at start",
+        ),
+    }
 }
 
 /// Whether BTF gives the saved registers that hold syscall arguments 1-4.
@@ -1073,6 +1124,17 @@ mod tests {
     }
 
     #[test]
+    fn scheduler_programs_say_which_kind_is_used() {
+        let typed = scheduler_programs_check(Some((6, 1, 0)), Some(true));
+        assert!(typed.detail.contains("tp_btf"), "{}", typed.detail);
+        let old = scheduler_programs_check(Some((5, 4, 0)), Some(true));
+        assert!(old.detail.contains("fallback"), "{}", old.detail);
+        let untyped = scheduler_programs_check(Some((6, 1, 0)), Some(false));
+        assert!(untyped.detail.contains("btf_trace"), "{}", untyped.detail);
+        assert_eq!(scheduler_programs_check(None, None).status, Status::Warn);
+    }
+
+    #[test]
     fn syscall_arguments_say_which_path_is_used() {
         let regs = syscall_arguments_check(Some((6, 18, 0)), Some(true));
         assert_eq!(regs.status, Status::Ok);
@@ -1242,6 +1304,7 @@ warn     tracefs     not mounted
                 "tracefs",
                 "syscall-tracepoints",
                 "reap-paths",
+                "scheduler-programs",
                 "syscall-arguments",
                 "unprivileged-bpf",
                 "pids",
