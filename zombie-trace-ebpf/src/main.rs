@@ -57,6 +57,8 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
 const SIGCHLD: u64 = 17;
+const WUNTRACED: u32 = 2;
+const WCONTINUED: u32 = 8;
 const PR_SET_CHILD_SUBREAPER: u64 = 36;
 const SIG_IGN: u64 = 1;
 const SA_NOCLDWAIT: u64 = 2;
@@ -541,7 +543,13 @@ fn free<K: Kernel>(task: Task) -> Result<u32, u32> {
 /// them. The registers are a BTF-typed pointer: plain loads, no helper.
 #[inline(always)]
 fn syscall_args() -> Result<[u64; 4], u32> {
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    syscall_args_of(unsafe { bpf_get_current_task_btf() } as Task)
+}
+
+/// [`syscall_args`] of `task`, the BTF-typed current task.
+#[inline(always)]
+fn syscall_args_of(task: Task) -> Result<[u64; 4], u32> {
+    let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const u8;
     if regs.is_null() {
         return Err(0);
     }
@@ -557,10 +565,27 @@ fn syscall_args() -> Result<[u64; 4], u32> {
 /// programs read the saved registers), else with helper reads.
 #[inline(always)]
 fn current_process() -> Result<ProcessId, u32> {
+    process_of(current_task_btf())
+}
+
+/// [`current_process`], given [`current_task_btf`].
+#[inline(always)]
+fn process_of(task_btf: Task) -> Result<ProcessId, u32> {
     if args_from_regs() {
-        process_id::<Direct>(unsafe { bpf_get_current_task_btf() } as Task)
+        process_id::<Direct>(task_btf)
     } else {
         process_id::<Probe>(unsafe { bpf_get_current_task() } as Task)
+    }
+}
+
+/// The BTF-typed current task where the exit programs read registers
+/// (null otherwise: not used then).
+#[inline(always)]
+fn current_task_btf() -> Task {
+    if args_from_regs() {
+        unsafe { bpf_get_current_task_btf() as Task }
+    } else {
+        core::ptr::null()
     }
 }
 
@@ -581,6 +606,8 @@ fn save_wait_entry(entry: WaitEntry) {
 
 #[inline(always)]
 fn field(ctx: &TracePointContext, offset: usize) -> Result<u64, u32> {
+    // A helper read: a plain context load needs the offset in the
+    // instruction itself, and LAYOUT's offsets are only known at load time.
     unsafe { ctx.read_at::<u64>(offset) }.map_err(|_| 0u32)
 }
 
@@ -643,9 +670,9 @@ const SI_PID: usize = 16;
 /// The wait call's arguments: from the saved registers, or as the entry
 /// program saved them.
 #[inline(always)]
-fn wait_arguments(syscall: WaitSyscall) -> Option<WaitEntry> {
+fn wait_arguments(syscall: WaitSyscall, task_btf: Task) -> Option<WaitEntry> {
     if args_from_regs() {
-        let [a0, a1, a2, a3] = syscall_args().ok()?;
+        let [a0, a1, a2, a3] = syscall_args_of(task_btf).ok()?;
         return Some(match syscall {
             // wait4(upid, stat_addr, options, rusage)
             WaitSyscall::Wait4 => WaitEntry {
@@ -676,7 +703,8 @@ fn wait_arguments(syscall: WaitSyscall) -> Option<WaitEntry> {
 }
 
 fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32, u32> {
-    let saved = wait_arguments(syscall);
+    let task_btf = current_task_btf();
+    let saved = wait_arguments(syscall, task_btf);
     let ret = field(&ctx, layout!(sys_exit_ret))? as i64;
     let Some(mut entry) = EVENTS.reserve::<WaitEvent>(0) else {
         count_lost(LostReason::RingFull);
@@ -695,9 +723,15 @@ fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32
     let user = saved.user_result as *const u8;
     match syscall {
         WaitSyscall::Wait4 => {
+            // The status only tells an exit from a stop or continue report,
+            // which needs WUNTRACED or WCONTINUED (or is a ptrace stop,
+            // which names a live child: never one of the ledger's zombies).
             if ret > 0 {
                 child_vpid = ret as i32;
-                if !user.is_null()
+                let maybe_stop = flags & wait_flags::ENTRY_SEEN == 0
+                    || saved.options & (WUNTRACED | WCONTINUED) != 0;
+                if maybe_stop
+                    && !user.is_null()
                     && let Ok(value) = unsafe { bpf_probe_read_user(user as *const i32) }
                 {
                     status = value;
@@ -721,7 +755,7 @@ fn try_sys_exit_wait(ctx: TracePointContext, syscall: WaitSyscall) -> Result<u32
             }
         }
     }
-    let waiter = match current_process() {
+    let waiter = match process_of(task_btf) {
         Ok(waiter) => waiter,
         Err(err) => {
             entry.discard(0);

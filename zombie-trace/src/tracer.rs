@@ -210,6 +210,12 @@ fn load(
     Ok(ebpf)
 }
 
+fn is_btf_program(name: &str) -> bool {
+    PROGRAMS
+        .iter()
+        .any(|(_, hook)| matches!(hook, Hook::Sched { btf_program } if *btf_program == name))
+}
+
 /// `sched_process_fork_btf` → `sched_process_fork`.
 fn event_of(btf_program: &str) -> &str {
     btf_program.strip_suffix("_btf").unwrap_or(btf_program)
@@ -292,7 +298,9 @@ impl Tracer {
             match load(&layout, ring_bytes, btf.as_ref(), sched) {
                 Ok(ebpf) => break ebpf,
                 // BTF tracepoints need Linux 5.5 and a BTF type per tracepoint.
-                Err(TracerError::Program { name, source }) if sched == SchedPrograms::Btf => {
+                Err(TracerError::Program { name, source })
+                    if sched == SchedPrograms::Btf && is_btf_program(name) =>
+                {
                     log::info!(
                         "BTF tracepoint program {name} unusable ({source}); \
                          using raw tracepoints"
