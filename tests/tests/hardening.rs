@@ -80,12 +80,7 @@ fn a_resync_after_an_overflow_makes_the_ledger_equal_to_proc() {
         let health = session.health();
         let ledger = session.ledger();
         let parent = process(ledger, pid).expect("the parent is tracked");
-        let mut zombies: Vec<u32> = ledger
-            .children(&parent.key)
-            .filter(|c| c.is_zombie())
-            .map(|c| c.key.pid)
-            .collect();
-        zombies.sort_unstable();
+        let zombies = zombies_owed(ledger, pid);
         let mut expected = workload.children();
         expected.sort_unstable();
         assert_eq!(zombies.len(), 3000, "pending before the resync: {before}");

@@ -386,29 +386,33 @@ fn exit_event<K: Kernel>(task: Task) -> Result<ExitEvent, u32> {
     let mut adopter = ProcessId::default();
     if has_children {
         // The namespace init comes through a variable index: untyped, so
-        // the adopter is read with helpers whichever way it was found.
+        // the adopter is read with helpers whichever way it was found. The
+        // walk up the ancestors uses helpers too: it is rare (exits with
+        // children under a subreaper), and verifying up to 32 steps of typed
+        // pointer loads costs the verifier a BTF name search per load —
+        // a third of a second at start-up.
         let ns_reaper = ns_child_reaper::<K>(leader)?;
         if read::<u32>(ns_reaper, layout!(task_tgid))? == tgid {
             flags |= exit_flags::NS_INIT;
         } else {
             let mut reaper = ns_reaper;
             if bit(leader_word, layout!(signal_has_child_subreaper_bit)) {
-                let level = pid_level::<K>(leader)?;
+                let level = pid_level::<Probe>(leader)?;
                 let mut ancestor = parent;
                 for _ in 0..MAX_ANCESTORS {
-                    if pid_level::<K>(ancestor)? != level
-                        || K::read::<u32>(ancestor, layout!(task_pid))? == 0
+                    if pid_level::<Probe>(ancestor)? != level
+                        || Probe::read::<u32>(ancestor, layout!(task_pid))? == 0
                     {
                         break;
                     }
                     if bit(
-                        subreaper_word::<K>(ancestor)?,
+                        subreaper_word::<Probe>(ancestor)?,
                         layout!(signal_is_child_subreaper_bit),
                     ) {
                         reaper = ancestor;
                         break;
                     }
-                    ancestor = K::read(ancestor, layout!(task_real_parent))?;
+                    ancestor = Probe::read(ancestor, layout!(task_real_parent))?;
                 }
             }
             adopter = process_id::<Probe>(reaper)?;

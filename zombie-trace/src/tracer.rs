@@ -221,34 +221,36 @@ fn event_of(btf_program: &str) -> &str {
     btf_program.strip_suffix("_btf").unwrap_or(btf_program)
 }
 
-fn btf_tracepoint<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut BtfTracePoint, TracerError> {
+/// Program `name` of the object as its kind `P`.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, TracerError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     ebpf.program_mut(name)
         .ok_or(TracerError::Missing(name))?
         .try_into()
         .map_err(|source| TracerError::Program { name, source })
+}
+
+fn btf_tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut BtfTracePoint, TracerError> {
+    program(ebpf, name)
 }
 
 fn raw_tracepoint<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut RawTracePoint, TracerError> {
-    ebpf.program_mut(name)
-        .ok_or(TracerError::Missing(name))?
-        .try_into()
-        .map_err(|source| TracerError::Program { name, source })
+    program(ebpf, name)
 }
 
 fn syscall_tracepoint<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut TracePoint, TracerError> {
-    ebpf.program_mut(name)
-        .ok_or(TracerError::Missing(name))?
-        .try_into()
-        .map_err(|source| TracerError::Program { name, source })
+    program(ebpf, name)
 }
 
 /// The loaded and attached programs. Detached when dropped.

@@ -59,6 +59,21 @@ pub fn pending(ledger: &Ledger, pid: u32) -> u32 {
     stats(ledger, pid).pending
 }
 
+/// The PIDs of the zombies the ledger says the live process `pid` owes,
+/// sorted.
+pub fn zombies_owed(ledger: &Ledger, pid: u32) -> Vec<u32> {
+    let Some(parent) = process(ledger, pid) else {
+        return Vec::new();
+    };
+    let mut zombies: Vec<u32> = ledger
+        .children(&parent.key)
+        .filter(|c| c.is_zombie())
+        .map(|c| c.key.pid)
+        .collect();
+    zombies.sort_unstable();
+    zombies
+}
+
 /// A binary of the workspace, next to the test executable's `deps/`.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = match std::env::current_exe() {
