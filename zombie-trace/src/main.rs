@@ -327,9 +327,8 @@ async fn trace(
     let deadline = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
     let mut ticker =
         tokio::time::interval(interval.map_or(MAINTAIN_INTERVAL, Duration::from_secs_f64));
+    // The first tick is immediate: the first report comes at once.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate; the start-up scan is fresh.
-    ticker.tick().await;
     loop {
         let until_deadline = async {
             match deadline {
