@@ -3,7 +3,6 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader};
-use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
@@ -11,9 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 use zombie_trace_tests::Workload;
-
-/// The unprivileged user the privilege tests switch to.
-const NOBODY: u32 = 65534;
 
 struct Watch {
     child: Child,
@@ -237,22 +233,15 @@ fn watch_duration_stops_by_itself() {
     );
 }
 
-fn as_nobody(command: &mut Command) -> &mut Command {
-    // Safety: getuid has no preconditions.
-    if unsafe { libc::getuid() } == 0 {
-        // std drops supplementary groups when root switches uid.
-        command.uid(NOBODY).gid(NOBODY);
-    }
-    command
-}
-
 #[test]
 fn watch_without_privileges_says_what_is_missing() {
-    let output =
-        as_nobody(Command::new(workspace_bin("zombie-trace")).args(["watch", "--duration", "1"]))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run watch as nobody");
+    let binary = UnprivilegedBinary::new();
+    let output = binary
+        .command()
+        .args(["watch", "--duration", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run watch as nobody");
     assert!(
         !output.status.success(),
         "watch must fail without privileges"
@@ -277,11 +266,13 @@ fn watch_without_privileges_says_what_is_missing() {
 #[test]
 fn snapshot_groups_zombies_by_parent_without_privileges() {
     let leaker = Workload::start("never-waits", &["5"]);
-    let output =
-        as_nobody(Command::new(workspace_bin("zombie-trace")).args(["snapshot", "--json"]))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run snapshot");
+    let binary = UnprivilegedBinary::new();
+    let output = binary
+        .command()
+        .args(["snapshot", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run snapshot");
     assert!(
         output.status.success(),
         "snapshot failed: {}",

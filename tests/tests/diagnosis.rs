@@ -279,14 +279,13 @@ fn the_forecast_for_a_steady_leak_is_within_twenty_percent() {
 #[test]
 fn explain_works_without_privileges_and_says_so() {
     let leaker = Workload::start("never-waits", &["4"]);
-    let mut command = Command::new(workspace_bin("zombie-trace"));
-    command.args(["explain", &leaker.pid().to_string()]);
-    // Safety: getuid has no preconditions.
-    if unsafe { libc::getuid() } == 0 {
-        std::os::unix::process::CommandExt::uid(&mut command, 65534);
-        std::os::unix::process::CommandExt::gid(&mut command, 65534);
-    }
-    let output = command.stdin(Stdio::null()).output().expect("run explain");
+    let binary = UnprivilegedBinary::new();
+    let output = binary
+        .command()
+        .args(["explain", &leaker.pid().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run explain");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

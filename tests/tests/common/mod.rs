@@ -1,7 +1,10 @@
 //! Shared by the privileged test files: the CI rule, the runtime, lookups.
 #![allow(dead_code)] // each test file uses its own subset
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use zombie_trace::model::{Ledger, ParentStats, Process};
@@ -90,4 +93,56 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The unprivileged user the privilege tests switch to.
+pub const NOBODY: u32 = 65534;
+
+/// A copy of the zombie-trace binary that an unprivileged user can run, in a
+/// fresh world-readable directory that is removed on drop: the build tree
+/// may be private to root (a clone under /root is), and then nobody cannot
+/// reach the binary there.
+pub struct UnprivilegedBinary {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl UnprivilegedBinary {
+    pub fn new() -> Self {
+        let base = std::env::temp_dir();
+        // A directory of our own: never reuse one somebody else created.
+        let dir = (0..100)
+            .map(|n| {
+                base.join(format!(
+                    "zombie-trace-unprivileged-{}-{n}",
+                    std::process::id()
+                ))
+            })
+            .find(|dir| std::fs::create_dir(dir).is_ok())
+            .unwrap_or_else(|| panic!("cannot create a directory in {}", base.display()));
+        let open = std::fs::Permissions::from_mode(0o755);
+        let path = dir.join("zombie-trace");
+        std::fs::set_permissions(&dir, open.clone())
+            .and_then(|()| std::fs::copy(workspace_bin("zombie-trace"), &path).map(drop))
+            .and_then(|()| std::fs::set_permissions(&path, open))
+            .unwrap_or_else(|err| panic!("copying zombie-trace to {}: {err}", dir.display()));
+        Self { dir, path }
+    }
+
+    /// A command running the copy, as nobody when the tests run as root.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.path);
+        // Safety: getuid has no preconditions.
+        if unsafe { libc::getuid() } == 0 {
+            // std drops supplementary groups when root switches uid.
+            command.uid(NOBODY).gid(NOBODY);
+        }
+        command
+    }
+}
+
+impl Drop for UnprivilegedBinary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
