@@ -1616,8 +1616,8 @@ fn traced_cost(
     let before = Cost::read(pid)?;
     let storm = run_storm(bins, workers, millis, host, Some(pid))?;
     // Let the tracer handle the storm's last events (zombie-trace drains its
-    // ring on a 10 ms timer), so that a short storm is not undercounted.
-    std::thread::sleep(Duration::from_millis(50));
+    // ring on a 50 ms timer), so that a short storm is not undercounted.
+    std::thread::sleep(Duration::from_millis(120));
     let after = Cost::read(pid)?;
     Ok((storm, after.since(&before)))
 }
