@@ -327,3 +327,46 @@ fn missing_btf_and_unmountable_tracefs_name_the_fix() {
     assert!(err.contains("mount -t tracefs tracefs"), "{err}");
     assert!(err.contains("root"), "{err}");
 }
+
+/// The safety net behind the free events: with them switched off, a parent
+/// that reaps through io_uring leaves phantoms — and one maintenance pass
+/// finds them by checking the ledger's zombies against /proc, without any
+/// loss, and resyncs them away.
+#[test]
+fn the_zombie_check_removes_phantoms_without_any_loss() {
+    if !privileged("the_zombie_check_removes_phantoms_without_any_loss") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut session = start_session(TracerOptions {
+            without_free_program: true,
+            ..TracerOptions::default()
+        });
+        let workload = Workload::start("uring-reaper", &["20"]);
+        let pid = workload.pid();
+        let forked = session
+            .run_until(TIMEOUT, |l| pending(l, pid) == 20)
+            .await
+            .expect("tracer");
+        assert!(forked, "{:?}", stats(session.ledger(), pid));
+        session.run_for(QUIET).await.expect("tracer");
+        assert_eq!(
+            pending(session.ledger(), pid),
+            20,
+            "phantoms without free events"
+        );
+        let summary = session
+            .maintain(&mut |_| {})
+            .expect("maintain")
+            .expect("the check finds them and resyncs");
+        let health = session.health();
+        assert_eq!(pending(session.ledger(), pid), 0);
+        assert!(zombies_owed(session.ledger(), pid).is_empty());
+        assert_eq!(summary.zombies_removed, 20, "{summary:?}");
+        assert_eq!(health.lost.total(), 0, "no loss was needed");
+        assert!(health.zombie_checks >= 20, "{health:?}");
+        assert_eq!(health.resyncs, 1);
+        assert!(health.complete());
+        drop(workload);
+    });
+}

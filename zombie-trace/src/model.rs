@@ -518,6 +518,25 @@ impl Ledger {
         self.slots.iter().flatten()
     }
 
+    /// Up to `limit` zombies, in slot order from slot `cursor` on (wrapping
+    /// once), and the cursor to continue from: for checking all zombies a
+    /// few at a time.
+    pub fn zombies_from(&self, cursor: usize, limit: usize) -> (Vec<ProcKey>, usize) {
+        let n = self.slots.len();
+        let start = if cursor < n { cursor } else { 0 };
+        let mut keys = Vec::new();
+        for i in 0..n {
+            let slot = (start + i) % n;
+            if keys.len() == limit {
+                return (keys, slot);
+            }
+            if let Some(p) = self.slots[slot].as_ref().filter(|p| p.is_zombie()) {
+                keys.push(p.key);
+            }
+        }
+        (keys, start)
+    }
+
     /// Processes that owe at least one reap.
     pub fn parents_with_zombies(&self) -> impl Iterator<Item = &Process> {
         self.processes().filter(|p| p.stats.pending > 0)

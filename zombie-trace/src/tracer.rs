@@ -161,6 +161,10 @@ pub struct TracerOptions {
     /// Use the raw tracepoint programs even where BTF tracepoints work (to
     /// exercise the older kernels' path).
     pub force_raw_tracepoints: bool,
+    /// Leave `sched_process_free` out, so that releases no traced call
+    /// makes leave the ledger only through its periodic zombie check (to
+    /// test that safety net).
+    pub without_free_program: bool,
 }
 
 impl Default for TracerOptions {
@@ -170,16 +174,22 @@ impl Default for TracerOptions {
             force_live_counter: false,
             force_entry_programs: false,
             force_raw_tracepoints: false,
+            without_free_program: false,
         }
     }
 }
 
-/// The programs `layout` needs, in attach order.
-fn programs(layout: &KernelLayout) -> impl Iterator<Item = (&'static str, Hook)> {
+/// The programs `layout` needs, in attach order (`sched_process_free` left
+/// out only for tests of the ledger's own zombie check).
+fn programs(
+    layout: &KernelLayout,
+    without_free: bool,
+) -> impl Iterator<Item = (&'static str, Hook)> {
     let entries = layout.args_from_regs == 0;
     PROGRAMS
         .into_iter()
         .filter(move |&(_, hook)| entries || hook != Hook::SyscallEntry)
+        .filter(move |&(name, _)| !(without_free && name == "sched_process_free"))
 }
 
 /// Loads the object and every program `layout` needs into the kernel
@@ -189,6 +199,7 @@ fn load(
     ring_bytes: u32,
     btf: Option<&aya::Btf>,
     sched: SchedPrograms,
+    without_free: bool,
 ) -> Result<Ebpf, TracerError> {
     let wakeup_bytes = u64::from(ring_bytes / 8);
     let mut ebpf = EbpfLoader::new()
@@ -198,7 +209,7 @@ fn load(
         .map_max_entries(EVENTS_MAP, ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(TracerError::Load)?;
-    for (name, hook) in programs(layout) {
+    for (name, hook) in programs(layout, without_free) {
         let loaded = match (hook, btf) {
             (Hook::Sched { btf_program }, Some(btf)) if sched == SchedPrograms::Btf => {
                 let name = btf_program;
@@ -302,7 +313,13 @@ impl Tracer {
             None => SchedPrograms::Raw,
         };
         let mut ebpf = loop {
-            match load(&layout, ring_bytes, btf.as_ref(), sched) {
+            match load(
+                &layout,
+                ring_bytes,
+                btf.as_ref(),
+                sched,
+                options.without_free_program,
+            ) {
                 Ok(ebpf) => break ebpf,
                 // BTF tracepoints need Linux 5.5 and a BTF type per tracepoint.
                 Err(TracerError::Program { name, source })
@@ -332,7 +349,7 @@ impl Tracer {
                 None
             }
         };
-        for (name, hook) in programs(&layout) {
+        for (name, hook) in programs(&layout, options.without_free_program) {
             let attached = match hook {
                 Hook::Sched { btf_program } if sched == SchedPrograms::Btf => {
                     let name = btf_program;

@@ -976,3 +976,30 @@ fn a_resync_moves_zombies_to_the_parent_proc_names() {
     assert_eq!(f.pending(key(1, 0)), 1);
     assert!(f.ledger.get(&key(100, 1)).is_none());
 }
+
+#[test]
+fn zombies_are_handed_out_a_few_at_a_time_round_robin() {
+    let mut f = Fixture::new();
+    let parent = id(100, 1);
+    for n in 0..5u32 {
+        f.apply(fork(10, parent, id(200 + n, 2)));
+        f.apply(exit(20, id(200 + n, 2), parent, 0, id(1, 0)));
+    }
+    let mut seen = Vec::new();
+    let mut cursor = 0;
+    for _ in 0..3 {
+        let (keys, next) = f.ledger.zombies_from(cursor, 2);
+        assert!(keys.len() <= 2);
+        seen.extend(keys.iter().map(|k| k.pid));
+        cursor = next;
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        vec![200, 201, 202, 203, 204],
+        "all five within three passes of two"
+    );
+    let (keys, _) = f.ledger.zombies_from(usize::MAX, 10);
+    assert_eq!(keys.len(), 5, "a stale cursor starts over");
+}
