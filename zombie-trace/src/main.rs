@@ -343,6 +343,11 @@ async fn trace(
                 consumer.after_batch(session)?;
             }
             _ = ticker.tick() => {
+                // Everything up to the tick is in the report. (A tick that
+                // comes before the drain timer would otherwise starve the
+                // drain when the interval is that short.)
+                session.drain(&mut |change: Change| consumer.on_change(&change));
+                consumer.after_batch(session)?;
                 session.maintain(&mut |change: Change| consumer.on_change(&change))?;
                 if interval.is_some() {
                     consumer.on_tick(session)?;
