@@ -52,8 +52,10 @@
 //!     idempotent with the events still in flight.
 //!
 //! Per-event work is O(1) with no allocation once the tables have grown to
-//! the machine's process count (they are reserved from pid_max up front),
-//! except reparenting, which is O(children of the dead process).
+//! the machine's process count (they start at twice the processes of the
+//! start-up scan and grow with the host, but are never sized for pid_max,
+//! which would make every new PID a cache miss), except reparenting, which
+//! is O(children of the dead process).
 
 use std::collections::HashMap;
 
@@ -471,7 +473,7 @@ const CLD_EXITED: i32 = 1;
 const CLD_DUMPED: i32 = 3;
 
 impl Ledger {
-    /// `capacity`: expected number of processes (pid_max is a good bound).
+    /// `capacity`: expected number of processes (the tables grow beyond it).
     pub fn new(clock: TickClock, started_ns: u64, capacity: usize) -> Self {
         Self {
             slots: Vec::with_capacity(capacity),

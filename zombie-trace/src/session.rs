@@ -22,12 +22,10 @@ pub enum SessionError {
 /// [`crate::model::ExitTime::BeforeStart`].
 pub fn ledger_from_proc(started_ns: u64) -> Result<(Ledger, ScanSummary), ProcError> {
     let ticks = procfs::clock_ticks_per_second()?;
-    let pid_max = procfs::pid_max()?;
     let (stats, summary) = scan()?;
     // Room for twice the processes there are: the tables grow with the
     // host, and stay small enough to sit in the cache (a table sized for
     // pid_max makes every lookup of a new PID a cache miss).
-    let _ = pid_max;
     let mut ledger = Ledger::new(
         TickClock::new(ticks),
         started_ns,
