@@ -8,19 +8,21 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use zombie_trace::diagnosis::{Diagnosis, GrowthTracker, diagnose, explain_proc_only};
-use zombie_trace::procfs::boot_time_now_ns;
-use zombie_trace::session::Session;
-use zombie_trace::tracer::TracerOptions;
+use zombie_trace::engine::explain::explain_proc_only;
+use zombie_trace::engine::live::Session;
+use zombie_trace::host::facts::{LiveHost, now};
+use zombie_trace::host::procfs::boot_time_now_ns;
+use zombie_trace::kernel::tracer::TracerOptions;
+use zombie_trace::views::diagnosis::{Diagnosis, GrowthTracker, diagnose};
 use zombie_trace_tests::Workload;
 
 fn diagnosis(session: &Session, pid: u32) -> Diagnosis {
-    let now = boot_time_now_ns().expect("clock");
-    diagnose(session.ledger(), pid, true, None, now)
+    let now = now().expect("clock");
+    diagnose(session.ledger(), pid, true, None, now, &mut LiveHost)
         .unwrap_or_else(|| panic!("no diagnosis for PID {pid}"))
 }
 
-fn step<'a>(d: &'a Diagnosis, action: &str) -> &'a zombie_trace::diagnosis::Step {
+fn step<'a>(d: &'a Diagnosis, action: &str) -> &'a zombie_trace::views::diagnosis::Step {
     d.remediation
         .iter()
         .find(|s| s.action.contains(action))
@@ -237,15 +239,23 @@ fn the_forecast_for_a_steady_leak_is_within_twenty_percent() {
                 .expect("tracer");
             growth.sample(session.ledger(), boot_time_now_ns().expect("clock"));
         }
-        let now = boot_time_now_ns().expect("clock");
-        let d = diagnose(session.ledger(), pid, true, Some(&growth), now).expect("diagnosis");
+        let now = now().expect("clock");
+        let d = diagnose(
+            session.ledger(),
+            pid,
+            true,
+            Some(&growth),
+            now,
+            &mut LiveHost,
+        )
+        .expect("diagnosis");
         let forecast = d
             .forecast
             .as_ref()
             .unwrap_or_else(|| panic!("no forecast: {d:#?}"));
         assert_eq!(
             d.pressure.limit,
-            zombie_trace::pressure::Limit::CgroupPidsMax,
+            zombie_trace::host::pressure::Limit::CgroupPidsMax,
             "{:?}",
             d.pressure
         );
@@ -255,7 +265,7 @@ fn the_forecast_for_a_steady_leak_is_within_twenty_percent() {
         let report: serde_json::Value = serde_json::from_str(&line).expect("JSON");
         assert_eq!(report["limit_reached"], true, "{report}");
         let hit = report["at_ns"].as_u64().expect("at_ns");
-        let actual = hit.saturating_sub(now) as f64 / 1e9;
+        let actual = hit.saturating_sub(now.boot_ns) as f64 / 1e9;
         let error = (forecast.seconds - actual).abs() / actual;
         eprintln!(
             "forecast {:.3} s, actual {actual:.3} s ({:.1}% off), rate {:?}/s, headroom {}",

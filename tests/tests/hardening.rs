@@ -9,8 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use zombie_trace::report::{Filter, Report};
-use zombie_trace::tracer::TracerOptions;
+use zombie_trace::host::facts::{HostFacts as _, LiveHost};
+use zombie_trace::kernel::tracer::TracerOptions;
+use zombie_trace::views::report::{Filter, Report};
 use zombie_trace_tests::Workload;
 
 /// A one-page ring buffer overflowed by an undrained burst: the loss is
@@ -29,8 +30,14 @@ fn an_overflowing_ring_marks_the_report_incomplete() {
         let lost = session.lost_by_reason();
         assert!(lost.ring_full > 0, "expected ring_full losses: {lost:?}");
         session.drain(&mut |_| {});
-        let now = zombie_trace::procfs::boot_time_now_ns().expect("clock");
-        let report = Report::new(session.ledger(), &Filter::default(), now, &session.health());
+        let now = zombie_trace::host::facts::now().expect("clock");
+        let report = Report::new(
+            session.ledger(),
+            &Filter::default(),
+            now,
+            &session.health(),
+            LiveHost.pressure(),
+        );
         assert!(!report.complete);
         assert_eq!(report.lost_events, report.lost_by_reason.total());
         let json = serde_json::to_value(&report).expect("JSON");
@@ -90,8 +97,14 @@ fn a_resync_after_an_overflow_makes_the_ledger_equal_to_proc() {
         assert!(health.lost.ring_full > 0, "{health:?}");
         assert!(health.resyncs >= 1);
         assert!(health.resync_corrections >= summary.corrections());
-        let now = zombie_trace::procfs::boot_time_now_ns().expect("clock");
-        let report = Report::new(ledger, &Filter::default(), now, &health);
+        let now = zombie_trace::host::facts::now().expect("clock");
+        let report = Report::new(
+            ledger,
+            &Filter::default(),
+            now,
+            &health,
+            LiveHost.pressure(),
+        );
         assert!(report.complete);
         assert!(report.lost_events > 0);
         assert_eq!(report.resyncs, health.resyncs);
@@ -310,7 +323,7 @@ fn a_ten_minute_churn_soak_keeps_memory_flat() {
 /// one line that names the problem and the fix.
 #[test]
 fn missing_btf_and_unmountable_tracefs_name_the_fix() {
-    let err = match zombie_trace::btf::Btf::from_path(std::path::Path::new(
+    let err = match zombie_trace::kernel::btf::Btf::from_path(std::path::Path::new(
         "/nonexistent/zombie-trace-test/vmlinux",
     )) {
         Ok(_) => panic!("BTF parsed from a path that does not exist"),
@@ -319,7 +332,7 @@ fn missing_btf_and_unmountable_tracefs_name_the_fix() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
 
-    let err = zombie_trace::tracefs::TraceFsError::MountPermission {
+    let err = zombie_trace::kernel::tracefs::TraceFsError::MountPermission {
         error: std::io::Error::from_raw_os_error(libc::EPERM),
     }
     .to_string();

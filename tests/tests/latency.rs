@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use zombie_trace::latency::{Group, GroupBy, Histogram, LatencyView};
+use zombie_trace::engine::live::Session;
+use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Change, Ledger, ReapKind};
-use zombie_trace::report::Filter;
-use zombie_trace::session::Session;
-use zombie_trace::tracer::TracerOptions;
+use zombie_trace::views::latency::{Group, GroupBy, Histogram, LatencyView};
+use zombie_trace::views::report::Filter;
 use zombie_trace_tests::Workload;
 
 /// A session and a latency view (by parent, unfiltered) fed by it.
@@ -268,7 +268,7 @@ fn a_parent_that_never_reaps_is_not_reaped_yet_not_a_latency() {
             t.categories(pid).is_empty(),
             "no latency for unreaped zombies"
         );
-        let now = zombie_trace::procfs::boot_time_now_ns().expect("clock");
+        let now = zombie_trace::host::facts::now().expect("clock");
         let ledger = t.session.ledger();
         let report = t.view.report(ledger, now, 1.0, t.session.lost_by_reason());
         assert!(report.groups.iter().all(|g| g.pid != Some(pid)));

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
+use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Change, ExitTime, ProcState, ReapKind, SigchldAction};
-use zombie_trace::tracer::TracerOptions;
 use zombie_trace_tests::Workload;
 
 /// A parent with the default SIGCHLD disposition that never waits owes

@@ -1,18 +1,14 @@
 //! zombie-trace: find parent processes whose exited children are never reaped.
 //!
-//! The kernel side streams process creation, whole-process exit and wait
-//! returns ([`events`]); [`session`] feeds them into the one [`model::Ledger`];
-//! everything the user sees is a view on that ledger ([`report`], [`latency`]).
-pub mod btf;
-pub mod check;
-pub mod diagnosis;
-pub mod events;
-pub mod latency;
-pub mod layout;
+//! One engine, many views. The [`model::Ledger`] is the single source of
+//! truth about processes; the [`engine`] feeds it from a source (the live
+//! kernel through [`kernel`], seeded from /proc through [`host`]) and fans
+//! its changes out to the [`views`], which are pure functions of the
+//! ledger, a clock reading and host facts. [`render`] turns view rows into
+//! text. Nothing in `views` or `render` reads /proc or the clock.
+pub mod engine;
+pub mod host;
+pub mod kernel;
 pub mod model;
-pub mod pressure;
-pub mod procfs;
-pub mod report;
-pub mod session;
-pub mod tracefs;
-pub mod tracer;
+pub mod render;
+pub mod views;

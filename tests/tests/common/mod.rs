@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use zombie_trace::engine::live::Session;
+use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Ledger, ParentStats, Process};
-use zombie_trace::session::Session;
-use zombie_trace::tracer::TracerOptions;
 
 /// Whether privileged (BPF-loading) tests can run here. Under `CI=true` a
 /// test that cannot run fails; elsewhere it is skipped with the reason.
 pub fn privileged(test: &str) -> bool {
-    match zombie_trace::check::privilege_problem() {
+    match zombie_trace::kernel::check::privilege_problem() {
         None => true,
         Some(problem) => {
             if std::env::var("CI").is_ok_and(|v| v == "true") {

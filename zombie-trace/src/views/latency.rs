@@ -16,14 +16,14 @@
 
 use rustc_hash::FxHashMap;
 use std::fmt::{self, Write as _};
-use std::time::SystemTime;
 
 use serde::Serialize;
 use zombie_trace_common::COMM_LEN;
 
 use crate::model::{Change, Comm, ExitTime, Ledger, ProcKey, ReapKind};
-use crate::report::{Filter, ParentRow, format_age, parent_rows, timestamp, write_lost_warnings};
-use crate::tracer::LostCounts;
+use crate::model::{LostCounts, Moment};
+use crate::render::text::{format_us, timestamp, write_lost_warnings};
+use crate::views::report::{Filter, ParentRow, parent_rows};
 
 /// Sub-buckets per power of two: 2^5 = 32, so a bucket is at most 1/32 of
 /// its lower bound wide and a percentile (the bucket's midpoint) is within
@@ -393,11 +393,11 @@ impl LatencyView {
     }
 
     /// The report at the end of the run: the groups, and the parents that
-    /// still owe zombies (from `ledger`, at `now_ns`).
+    /// still owe zombies (from `ledger`, as of `now`).
     pub fn report(
         &self,
         ledger: &Ledger,
-        now_ns: u64,
+        now: Moment,
         duration_s: f64,
         lost: LostCounts,
     ) -> LatencyReport {
@@ -414,12 +414,12 @@ impl LatencyView {
                 .then(a.key.cmp(&b.key))
         });
         LatencyReport {
-            time: timestamp(SystemTime::now()),
+            time: timestamp(now.wall()),
             by: self.by.as_str(),
             duration_s,
             exit_time_unknown: groups.iter().map(|g| g.exit_time_unknown).sum(),
             groups,
-            not_reaped: parent_rows(ledger, &self.filter, now_ns),
+            not_reaped: parent_rows(ledger, &self.filter, now.boot_ns),
             lost_events: lost.total(),
             lost_by_reason: lost,
             events: ledger.counters.events,
@@ -497,19 +497,6 @@ pub fn category_meaning(kind: ReapKind) -> &'static str {
             "released by a call not traced (io_uring waitid, 32-bit wait), seen when freed"
         }
         ReapKind::Resync => "found released by a resync after lost events",
-    }
-}
-
-/// `1.5us`, `20.12ms`, `1.234s`, then [`format_age`].
-pub fn format_us(us: f64) -> String {
-    if us < 1000.0 {
-        format!("{us:.1}us")
-    } else if us < 1_000_000.0 {
-        format!("{:.2}ms", us / 1000.0)
-    } else if us < 60_000_000.0 {
-        format!("{:.3}s", us / 1_000_000.0)
-    } else {
-        format_age((us / 1000.0) as u64)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Discovery of the [`KernelLayout`] the eBPF programs need.
 //!
-//! Kernel structure offsets come from BTF ([`crate::btf`]); tracepoint record
-//! offsets come from tracefs format files ([`crate::tracefs`]). Every field
+//! Kernel structure offsets come from BTF ([`crate::kernel::btf`]); tracepoint record
+//! offsets come from tracefs format files ([`crate::kernel::tracefs`]). Every field
 //! is checked for the size the eBPF programs read, so a kernel whose layout
 //! differs from what the programs expect fails here, with a message naming
 //! the field, instead of producing wrong data.
@@ -9,8 +9,8 @@
 use thiserror::Error;
 use zombie_trace_common::{COMM_LEN, KernelLayout};
 
-use crate::btf::{Btf, BtfError, Kind, Member};
-use crate::tracefs::{EventFormat, TraceFs, TraceFsError};
+use crate::kernel::btf::{Btf, BtfError, Kind, Member};
+use crate::kernel::tracefs::{EventFormat, TraceFs, TraceFsError};
 
 /// Why the kernel layout could not be determined.
 #[derive(Debug, Error)]
@@ -553,7 +553,7 @@ mod tests {
     /// offsets, exercising anonymous members, kind_flag bitfields and the
     /// `sa._u._sa_handler` spelling.
     fn synthetic_kernel() -> Vec<u8> {
-        use crate::btf::tests::{ARRAY, Builder, FUNC_PROTO, PTR, STRUCT, TYPEDEF, UNION};
+        use crate::kernel::btf::tests::{ARRAY, Builder, FUNC_PROTO, PTR, STRUCT, TYPEDEF, UNION};
         let mut b = Builder::new();
         let int = b.int("int", 4, 32, 0);
         let uint = b.int("unsigned int", 4, 32, 0);
@@ -738,7 +738,7 @@ mod tests {
         assert!(text.contains("task_struct.comm") && text.contains("cannot identify"));
 
         // A kernel with none of the structures.
-        let mut b = crate::btf::tests::Builder::new();
+        let mut b = crate::kernel::btf::tests::Builder::new();
         b.int("int", 4, 32, 0);
         let btf = Btf::parse(b.build()).unwrap();
         let mut l = KernelLayout::UNSET;
@@ -751,10 +751,10 @@ mod tests {
     }
 
     fn vmlinux() -> Option<Btf> {
-        if !std::path::Path::new(crate::btf::VMLINUX_BTF_PATH).exists() {
+        if !std::path::Path::new(crate::kernel::btf::VMLINUX_BTF_PATH).exists() {
             println!(
                 "skipping: {} not present (kernel without BTF)",
-                crate::btf::VMLINUX_BTF_PATH
+                crate::kernel::btf::VMLINUX_BTF_PATH
             );
             return None;
         }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 pub const PROC_ROOT: &str = "/proc";
 
 /// The kernel's `TASK_COMM_LEN`: a task name is at most 15 bytes plus a NUL.
-pub const TASK_COMM_LEN: usize = 16;
+pub use zombie_trace_common::COMM_LEN as TASK_COMM_LEN;
 
 /// Signal number of SIGCHLD on Linux (all architectures we build for).
 pub const SIGCHLD: u32 = 17;
@@ -553,7 +553,7 @@ pub fn read_comm(pid: u32) -> Result<Option<String>, ProcError> {
 }
 
 /// Signal masks of a process, from `/proc/<pid>/status`; bit `n - 1` is signal `n`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SigMasks {
     /// `SigBlk`: signals blocked by the thread group leader (a per-thread mask).
     pub blocked: u64,

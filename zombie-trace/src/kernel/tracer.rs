@@ -13,8 +13,6 @@ use zombie_trace_common::{
     WAKEUP_BYTES_GLOBAL,
 };
 
-use crate::events::{DecodeError, Event};
-
 /// The eBPF object, built by build.rs, embedded once.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zombie-trace-ebpf"));
@@ -101,7 +99,7 @@ pub enum TracerError {
     #[error("{0}")]
     Privileges(String),
     #[error(transparent)]
-    Layout(#[from] crate::layout::LayoutError),
+    Layout(#[from] crate::kernel::layout::LayoutError),
     #[error(
         "--ring-bytes {0} is not usable: the ring buffer size must be a power of two and at least the page size (4096)"
     )]
@@ -132,19 +130,7 @@ pub enum TracerError {
     Poll(#[source] std::io::Error),
 }
 
-/// Events the kernel side could not deliver, by reason (see [`LostReason`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LostCounts {
-    pub ring_full: u64,
-    pub wait_map_full: u64,
-    pub read_failed: u64,
-}
-
-impl LostCounts {
-    pub fn total(&self) -> u64 {
-        self.ring_full + self.wait_map_full + self.read_failed
-    }
-}
+pub use crate::model::LostCounts;
 
 /// Knobs of the kernel side.
 #[derive(Clone, Copy, Debug)]
@@ -285,14 +271,14 @@ pub struct Tracer {
 impl Tracer {
     /// Loads and attaches the programs. Must be called inside a tokio runtime.
     pub fn attach(options: TracerOptions) -> Result<Self, TracerError> {
-        if let Some(problem) = crate::check::privilege_problem() {
+        if let Some(problem) = crate::kernel::check::privilege_problem() {
             return Err(TracerError::Privileges(problem));
         }
         let ring_bytes = options.ring_bytes;
         if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
             return Err(TracerError::RingSize(ring_bytes));
         }
-        let mut layout = crate::layout::discover()?;
+        let mut layout = crate::kernel::layout::discover()?;
         if options.force_live_counter {
             layout.exit_has_group_dead_arg = 0;
         }
@@ -437,15 +423,16 @@ impl Tracer {
         Ok(())
     }
 
-    /// Hands every record available now to `handle`; returns how many.
-    pub fn drain(&mut self, mut handle: impl FnMut(Result<Event, DecodeError>)) -> usize {
+    /// Hands every record available now to `handle`, as the kernel wrote
+    /// it ([`Event::try_from`] decodes it); returns how many.
+    pub fn drain(&mut self, mut handle: impl FnMut(&[u8])) -> usize {
         if let Some(kernel_log) = &mut self.kernel_log {
             kernel_log.flush();
         }
         let ring = self.ring.get_mut();
         let mut count = 0;
         while let Some(record) = ring.next() {
-            handle(Event::try_from(&*record));
+            handle(&record);
             count += 1;
         }
         count

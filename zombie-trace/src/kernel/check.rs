@@ -8,16 +8,15 @@
 //! The checks are pure functions of what was read from the system, so that
 //! every branch can be tested; [`run_checks`] gathers the inputs.
 
-use std::ffi::CStr;
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::btf::Btf;
-use crate::procfs;
-use crate::tracer::Hook;
+use crate::host::procfs;
+use crate::kernel::btf::Btf;
+use crate::kernel::tracer::Hook;
 
 /// `CAP_SYS_ADMIN`: before Linux 5.8 the only capability that allows BPF; still
 /// implies `CAP_BPF` and `CAP_PERFMON`.
@@ -30,16 +29,15 @@ pub const CAP_BPF: u32 = 39;
 /// The oldest kernel with the BPF ring buffer (`BPF_MAP_TYPE_RINGBUF`).
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
 
-/// Where zombie-trace mounts tracefs when it is not mounted.
-pub const TRACEFS_DEFAULT: &str = "/sys/kernel/tracing";
-
-/// Kernel BTF, needed to know the layout of kernel structures.
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+// Where zombie-trace mounts tracefs when it is not mounted, and the kernel
+// BTF that gives the layout of kernel structures.
+use crate::kernel::btf::VMLINUX_BTF_PATH as VMLINUX_BTF;
+use crate::kernel::tracefs::TRACEFS_PATH as TRACEFS_DEFAULT;
 
 /// The syscall tracepoints `zombie-trace watch` may attach to (the entry
 /// ones only where exit programs cannot read the saved registers).
 fn syscall_tracepoints() -> impl Iterator<Item = &'static str> {
-    crate::tracer::PROGRAMS
+    crate::kernel::tracer::PROGRAMS
         .into_iter()
         .filter(|(_, hook)| matches!(hook, Hook::Syscall | Hook::SyscallEntry))
         .map(|(name, _)| name)
@@ -107,7 +105,7 @@ impl Check {
 /// Runs every check against this host.
 pub fn run_checks() -> Vec<Check> {
     let privileges = Privileges::current();
-    let release = kernel_release();
+    let release = crate::host::facts::kernel_release();
     let mounts = std::fs::read_to_string("/proc/mounts").ok();
     let filesystems = std::fs::read_to_string("/proc/filesystems").ok();
     let tracefs = mounts.as_deref().and_then(preferred_tracefs_mount);
@@ -364,18 +362,6 @@ fn privileges_check(p: &Privileges) -> Check {
 }
 
 /// The running kernel's release (`uname -r`).
-fn kernel_release() -> Option<String> {
-    // SAFETY: utsname is plain old data; all-zero is a valid value.
-    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: `uts` is a valid, writable utsname.
-    if unsafe { libc::uname(&mut uts) } != 0 {
-        return None;
-    }
-    // SAFETY: uname NUL-terminates `release`, and the zeroed tail guarantees a NUL.
-    let release = unsafe { CStr::from_ptr(uts.release.as_ptr()) };
-    Some(release.to_string_lossy().into_owned())
-}
-
 /// `(major, minor, patch)` from a release such as `6.8.0-45-generic` or `5.10`.
 pub fn parse_kernel_release(release: &str) -> Option<(u32, u32, u32)> {
     let mut numbers = release.split(|c: char| !c.is_ascii_digit());
@@ -485,7 +471,7 @@ fn btf_check(path: &Path) -> Check {
 
 /// The tracefs mount to use, by tracefs.rs's preference (`/sys/kernel/tracing` first).
 fn preferred_tracefs_mount(mounts: &str) -> Option<PathBuf> {
-    crate::tracefs::tracefs_mount_points(&crate::tracefs::parse_mounts(mounts))
+    crate::kernel::tracefs::tracefs_mount_points(&crate::host::mounts::parse_mounts(mounts))
         .into_iter()
         .next()
 }
@@ -600,7 +586,7 @@ fn has_free_tracepoint(btf: &Btf) -> bool {
 /// Whether BTF describes every scheduler tracepoint the tracer uses (what
 /// a BTF tracepoint program attaches to).
 fn has_btf_tracepoints(btf: &Btf) -> bool {
-    crate::tracer::PROGRAMS
+    crate::kernel::tracer::PROGRAMS
         .iter()
         .filter(|(_, hook)| matches!(hook, Hook::Sched { .. }))
         .all(|(event, _)| {

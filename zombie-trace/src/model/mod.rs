@@ -67,8 +67,11 @@ use zombie_trace_common::{
     WaitSyscall, exit_flags, fork_flags, wait_flags,
 };
 
-use crate::events::Event;
-use crate::procfs::ProcStat;
+mod health;
+pub use health::{LedgerHealth, LostCounts, Moment};
+
+use crate::host::procfs::ProcStat;
+use crate::kernel::events::Event;
 
 /// Identity of a process (invariant 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,6 +109,12 @@ impl TickClock {
 pub struct Comm(pub [u8; COMM_LEN]);
 
 impl Comm {
+    /// The name's bytes, without the NUL padding.
+    pub fn as_bytes(&self) -> &[u8] {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        &self.0[..end]
+    }
+
     pub fn as_str_lossy(&self) -> String {
         let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
         String::from_utf8_lossy(&self.0[..end]).into_owned()
@@ -336,16 +345,24 @@ impl Process {
         matches!(self.state, ProcState::Zombie(_))
     }
 
-    fn set_sigchld(&mut self, to: SigchldAction, at_ns: u64, cause: ChangeCause) {
-        if to != self.sigchld {
-            self.last_sigchld_change = Some(SigchldChange {
-                at_ns,
-                from: self.sigchld,
-                to,
-                cause,
-            });
+    /// Sets the SIGCHLD action; returns the change, if it is one.
+    fn set_sigchld(
+        &mut self,
+        to: SigchldAction,
+        at_ns: u64,
+        cause: ChangeCause,
+    ) -> Option<SigchldChange> {
+        let change = (to != self.sigchld).then_some(SigchldChange {
+            at_ns,
+            from: self.sigchld,
+            to,
+            cause,
+        });
+        if change.is_some() {
+            self.last_sigchld_change = change;
         }
         self.sigchld = to;
+        change
     }
 }
 
@@ -383,6 +400,13 @@ pub enum Change {
         /// The adopter's pending zombies after this change.
         pending: u32,
     },
+    /// A process's SIGCHLD action changed (rt_sigaction, or execve resetting
+    /// a handler): the moment a job runner loses its handler.
+    Sigchld {
+        process: ProcKey,
+        comm: Comm,
+        change: SigchldChange,
+    },
 }
 
 /// Counters about the ledger's own view of the world.
@@ -405,7 +429,7 @@ pub struct LedgerCounters {
 }
 
 /// What a resync ([`Ledger::resync`]) corrected.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResyncSummary {
     /// Zombies the ledger held that /proc no longer lists (their release
     /// was lost).
@@ -865,16 +889,22 @@ impl Ledger {
                 // flush_signal_handlers(): handlers and flags are reset, an
                 // ignored signal stays ignored.
                 p.nocldwait = false;
-                if p.sigchld == SigchldAction::Handler {
-                    p.set_sigchld(
+                if p.sigchld == SigchldAction::Handler
+                    && let Some(change) = p.set_sigchld(
                         SigchldAction::Default,
                         e.header.timestamp_ns,
                         ChangeCause::Exec,
-                    );
+                    )
+                {
+                    emit(Change::Sigchld {
+                        process: key,
+                        comm: p.comm,
+                        change,
+                    });
                 }
             }
             Event::Wait(e) => self.on_wait(e, emit),
-            Event::Attr(e) => self.on_attr(e),
+            Event::Attr(e) => self.on_attr(e, emit),
             Event::Free(e) => self.on_free(e, emit),
         }
     }
@@ -905,7 +935,7 @@ impl Ledger {
         }
     }
 
-    fn on_attr(&mut self, e: &AttrEvent) {
+    fn on_attr(&mut self, e: &AttrEvent, emit: &mut impl FnMut(Change)) {
         if e.ret != 0 {
             return; // the call failed: nothing changed
         }
@@ -923,7 +953,15 @@ impl Ledger {
                     _ => SigchldAction::Handler,
                 };
                 p.nocldwait = e.flags & SA_NOCLDWAIT != 0;
-                p.set_sigchld(action, e.header.timestamp_ns, ChangeCause::Sigaction);
+                if let Some(change) =
+                    p.set_sigchld(action, e.header.timestamp_ns, ChangeCause::Sigaction)
+                {
+                    emit(Change::Sigchld {
+                        process: key,
+                        comm: p.comm,
+                        change,
+                    });
+                }
             }
             Ok(AttrKind::ChildSubreaper) => p.subreaper = Some(e.value != 0),
             Err(_) => {}

@@ -3,16 +3,15 @@
 
 use rustc_hash::FxHashSet;
 use std::fmt::Write as _;
-use std::time::SystemTime;
 
 use serde::Serialize;
 
-use zombie_trace_common::COMM_LEN;
-
-use crate::latency::format_us;
-use crate::model::{Change, Comm, Ledger, ProcKey, ProcState, Process, ResyncSummary};
-use crate::session::LedgerHealth;
-use crate::tracer::LostCounts;
+use crate::host::facts::Pressure;
+use crate::model::{
+    Change, Comm, Ledger, LedgerHealth, LostCounts, Moment, ProcKey, ProcState, Process,
+    ResyncSummary,
+};
+use crate::render::text::{format_age, format_us, timestamp, write_lost_warnings};
 
 /// Which parents a view shows.
 #[derive(Clone, Debug, Default)]
@@ -31,7 +30,7 @@ impl Filter {
     pub fn matches_id(&self, pid: u32, comm: &Comm) -> bool {
         self.pid.is_none_or(|want| pid == want)
             && self.comm.as_deref().is_none_or(|c| {
-                let name = &comm.0[..comm.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN)];
+                let name = comm.as_bytes();
                 c.is_empty() || name.windows(c.len()).any(|w| w == c.as_bytes())
             })
     }
@@ -115,29 +114,6 @@ pub fn parent_rows(ledger: &Ledger, filter: &Filter, now_ns: u64) -> Vec<ParentR
     rows
 }
 
-/// How full the PID space is.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
-pub struct Pressure {
-    /// Tasks (threads) in use: each holds a PID.
-    pub tasks: u64,
-    pub pid_max: u32,
-}
-
-impl Pressure {
-    /// Reads the kernel's task count from /proc/loadavg (cheap: no scan).
-    pub fn read() -> Option<Self> {
-        Some(Self {
-            tasks: crate::pressure::host_tasks()?,
-            pid_max: crate::procfs::pid_max().ok()?,
-        })
-    }
-}
-
-/// RFC 3339 UTC with milliseconds.
-pub fn timestamp(now: SystemTime) -> String {
-    humantime::format_rfc3339_millis(now).to_string()
-}
-
 /// The periodic `watch` report. JSON: `{"type":"report",...}`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -165,12 +141,19 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(ledger: &Ledger, filter: &Filter, now_ns: u64, health: &LedgerHealth) -> Self {
+    /// The report as of `now`, with the host's `pressure` read then.
+    pub fn new(
+        ledger: &Ledger,
+        filter: &Filter,
+        now: Moment,
+        health: &LedgerHealth,
+        pressure: Option<Pressure>,
+    ) -> Self {
         let lost = health.lost;
-        let parents = parent_rows(ledger, filter, now_ns);
+        let parents = parent_rows(ledger, filter, now.boot_ns);
         Self {
             kind: "report",
-            time: timestamp(SystemTime::now()),
+            time: timestamp(now.wall()),
             pending_zombies: parents.iter().map(|p| u64::from(p.pending_zombies)).sum(),
             parents,
             lost_events: lost.total(),
@@ -179,7 +162,7 @@ impl Report {
             resyncs: health.resyncs,
             resync_corrections: health.resync_corrections,
             last_resync: health.last_resync,
-            pressure: Pressure::read(),
+            pressure,
             events: ledger.counters.events,
         }
     }
@@ -253,38 +236,6 @@ impl Report {
     }
 }
 
-/// Warning lines for events the kernel could not deliver.
-pub fn write_lost_warnings(out: &mut String, lost: LostCounts) {
-    if lost.ring_full > 0 {
-        let _ = writeln!(
-            out,
-            "  warning: the kernel dropped {} events (ring buffer full): counts may be off until the next resync with /proc; raise --ring-bytes",
-            lost.ring_full
-        );
-    }
-    if lost.read_failed + lost.wait_map_full > 0 {
-        let _ = writeln!(
-            out,
-            "  warning: {} events could not be built in the kernel ({} field reads failed, {} wait calls unmatched): run `zombie-trace check`",
-            lost.read_failed + lost.wait_map_full,
-            lost.read_failed,
-            lost.wait_map_full
-        );
-    }
-}
-
-/// `1d3h`, `4m12s`, `850ms`.
-pub fn format_age(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0 => format!("{ms}ms"),
-        1..60 => format!("{}.{}s", s, (ms % 1000) / 100),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
-    }
-}
-
 /// An alert: a parent reached the threshold. JSON: `{"type":"alert",...}`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Alert {
@@ -308,8 +259,8 @@ pub struct AlertDiagnosis {
     pub next_step: Option<String>,
 }
 
-impl From<&crate::diagnosis::Diagnosis> for AlertDiagnosis {
-    fn from(d: &crate::diagnosis::Diagnosis) -> Self {
+impl From<&crate::views::diagnosis::Diagnosis> for AlertDiagnosis {
+    fn from(d: &crate::views::diagnosis::Diagnosis) -> Self {
         Self {
             verdict: d.verdict,
             summary: d.summary.clone(),
@@ -397,6 +348,7 @@ impl AlertTracker {
                 parent, pending, ..
             } => self.observe(parent, pending),
             Change::Adopted { to, pending, .. } => self.observe(to, pending),
+            Change::Sigchld { .. } => {}
             Change::Released {
                 reaper,
                 pending,
@@ -416,13 +368,18 @@ impl AlertTracker {
         }
     }
 
+    /// Whether alerts fired since the last [`AlertTracker::take`].
+    pub fn has_due(&self) -> bool {
+        !self.due.is_empty()
+    }
+
     /// Alerts that fired since the last call, for parents the filter shows.
-    pub fn take(&mut self, ledger: &Ledger, filter: &Filter, now_ns: u64) -> Vec<Alert> {
+    pub fn take(&mut self, ledger: &Ledger, filter: &Filter, now: Moment) -> Vec<Alert> {
         if self.due.is_empty() {
             return Vec::new();
         }
         let threshold = self.threshold;
-        let time = timestamp(SystemTime::now());
+        let time = timestamp(now.wall());
         self.due
             .drain(..)
             .filter_map(|key| ledger.get(&key))
@@ -430,7 +387,7 @@ impl AlertTracker {
             .map(|p| Alert {
                 kind: "alert",
                 time: time.clone(),
-                parent: ParentRow::of(ledger, p, now_ns),
+                parent: ParentRow::of(ledger, p, now.boot_ns),
                 threshold,
                 diagnosis: None,
             })
@@ -458,7 +415,7 @@ pub struct SnapshotParent {
 }
 
 impl Snapshot {
-    pub fn new(ledger: &Ledger, filter: &Filter, tasks: u64, pid_max: u32) -> Self {
+    pub fn new(ledger: &Ledger, filter: &Filter, tasks: u64, pid_max: u32, now: Moment) -> Self {
         let mut parents: Vec<SnapshotParent> = ledger
             .parents_with_zombies()
             .filter(|p| filter.matches(p))
@@ -487,7 +444,7 @@ impl Snapshot {
                 .then(a.pid.cmp(&b.pid))
         });
         Self {
-            time: timestamp(SystemTime::now()),
+            time: timestamp(now.wall()),
             pid_max,
             tasks,
             zombies: ledger.processes().filter(|p| p.is_zombie()).count() as u64,

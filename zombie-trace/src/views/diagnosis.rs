@@ -5,14 +5,16 @@
 //! cannot support an action, the action is listed as not working, with why.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::host::facts::{HostFacts, ProcFacts};
+use crate::host::pressure::{Limit, PidPressure};
+use crate::host::procfs::SIGCHLD;
+use crate::model::Moment;
 use crate::model::{ChangeCause, Ledger, ProcKey, Process, SigchldAction};
-use crate::pressure::{Limit, PidPressure};
-use crate::procfs::{self, SIGCHLD};
-use crate::report::{format_age, timestamp};
+use crate::render::text::{format_age, timestamp};
 
 /// Pending-zombie samples per parent, for growth rates.
 #[derive(Debug, Default)]
@@ -174,41 +176,6 @@ pub struct Diagnosis {
     pub remediation: Vec<Step>,
 }
 
-/// Facts read from /proc about one process.
-struct ProcFacts {
-    state: char,
-    ppid: u32,
-    threads: u32,
-    wchan: Option<String>,
-    masks: Option<procfs::SigMasks>,
-    /// PIDs in each namespace from ours down (NSpid).
-    ns_pids: Vec<u32>,
-}
-
-impl ProcFacts {
-    fn read(pid: u32) -> Option<Self> {
-        let stat = procfs::read_stat(pid).ok().flatten()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let ns_pids = procfs::parse_ns_pids(&status);
-        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan"))
-            .ok()
-            .filter(|w| !w.is_empty() && w != "0");
-        Some(Self {
-            state: stat.state,
-            ppid: stat.ppid,
-            threads: stat.num_threads,
-            wchan,
-            masks: procfs::parse_sig_masks(status.as_bytes()),
-            ns_pids,
-        })
-    }
-
-    /// PID 1 of its own PID namespace (the host's init, or a container's).
-    fn is_ns_init(&self) -> bool {
-        self.ns_pids.last() == Some(&1)
-    }
-}
-
 fn state_name(state: char) -> &'static str {
     match state {
         'R' => "running",
@@ -223,17 +190,19 @@ fn state_name(state: char) -> &'static str {
     }
 }
 
-/// Diagnoses `pid` as a parent. `live` is true when the ledger was fed by
-/// the tracer (wait behaviour and SIGCHLD changes are known); `growth`
-/// supplies the zombie growth rate when sampled.
+/// Diagnoses `pid` as a parent, as of `now`. `live` is true when the ledger
+/// was fed by the tracer (wait behaviour and SIGCHLD changes are known);
+/// `growth` supplies the zombie growth rate when sampled; `host` answers
+/// what /proc says about the process and its ancestors.
 pub fn diagnose(
     ledger: &Ledger,
     pid: u32,
     live: bool,
     growth: Option<&GrowthTracker>,
-    now_ns: u64,
+    now: Moment,
+    host: &mut dyn HostFacts,
 ) -> Option<Diagnosis> {
-    let facts = ProcFacts::read(pid)?;
+    let facts = host.process(pid)?;
     let process = ledger.find_pid(pid)?;
     Some(
         Diagnoser {
@@ -242,7 +211,8 @@ pub fn diagnose(
             facts,
             live,
             growth,
-            now_ns,
+            now,
+            host,
         }
         .run(),
     )
@@ -254,21 +224,17 @@ struct Diagnoser<'a> {
     facts: ProcFacts,
     live: bool,
     growth: Option<&'a GrowthTracker>,
-    now_ns: u64,
+    now: Moment,
+    host: &'a mut dyn HostFacts,
 }
 
 impl Diagnoser<'_> {
     fn ago_ms(&self, at_ns: u64) -> u64 {
-        self.now_ns.saturating_sub(at_ns) / 1_000_000
+        self.now.boot_ns.saturating_sub(at_ns) / 1_000_000
     }
 
     fn wall_time(&self, at_ns: u64) -> String {
-        let ago = Duration::from_nanos(self.now_ns.saturating_sub(at_ns));
-        timestamp(
-            SystemTime::now()
-                .checked_sub(ago)
-                .unwrap_or(SystemTime::UNIX_EPOCH),
-        )
+        timestamp(self.now.wall_of(at_ns))
     }
 
     fn sigchld(&self) -> SigchldView {
@@ -333,7 +299,7 @@ impl Diagnoser<'_> {
     /// ancestor subreaper in the same PID namespace, else the namespace's
     /// init. An ancestor whose subreaper flag no event has shown yet makes
     /// the answer uncertain, and says so.
-    fn adopter(&self) -> Option<AdopterView> {
+    fn adopter(&mut self) -> Option<AdopterView> {
         let p = self.process;
         if self.facts.is_ns_init() {
             return None; // its namespace dies with it
@@ -343,7 +309,7 @@ impl Diagnoser<'_> {
         let mut ancestor = self.ledger.parent_of(&p.key);
         let mut hops = 0;
         while let Some(a) = ancestor {
-            let facts = ProcFacts::read(a.key.pid);
+            let facts = self.host.process(a.key.pid);
             let same_ns = facts.as_ref().is_some_and(|f| f.ns_pids.len() == level);
             if !same_ns || hops > 64 {
                 break;
@@ -414,20 +380,19 @@ impl Diagnoser<'_> {
         }
     }
 
-    fn run(self) -> Diagnosis {
+    fn run(mut self) -> Diagnosis {
         let p = self.process;
         let sigchld = self.sigchld();
         let waits = self.waits();
         let adopter = self.adopter();
-        let pressure = PidPressure::read(Some(p.key.pid))
-            .unwrap_or_else(|_| PidPressure::from_parts(0, u32::MAX, u32::MAX, None));
+        let pressure = self.host.pid_pressure(Some(p.key.pid));
         let growth_per_s = self.growth.and_then(|g| g.rate_per_s(&p.key));
         let forecast = growth_per_s.filter(|&r| r > 0.0).map(|rate| {
             let seconds = pressure.headroom as f64 / rate;
             Forecast {
                 seconds,
                 limit: pressure.limit,
-                time: timestamp(SystemTime::now() + Duration::from_secs_f64(seconds.min(1e9))),
+                time: timestamp(self.now.wall() + Duration::from_secs_f64(seconds.min(1e9))),
             }
         });
         // Zombies found by a scan have no exit time: their age counts from the
@@ -890,32 +855,6 @@ impl Diagnosis {
     }
 }
 
-/// `zombie-trace explain` errors. [`ExplainError::is_usage`] ones exit 2.
-#[derive(Debug, thiserror::Error)]
-pub enum ExplainError {
-    #[error("`{0}` is not a PID: give a process ID, e.g. `zombie-trace explain 1847`")]
-    NotAPid(String),
-    #[error(
-        "no process with PID {0}: it has exited and been reaped, or it is hidden from this /proc (check the PID with `ps -p {0}`)"
-    )]
-    NoSuchProcess(u32),
-    #[error(transparent)]
-    Proc(#[from] procfs::ProcError),
-    #[error(transparent)]
-    Session(#[from] crate::session::SessionError),
-    #[error(transparent)]
-    Tracer(#[from] crate::tracer::TracerError),
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(#[source] std::io::Error),
-}
-
-impl ExplainError {
-    /// The user named something that is not a live process.
-    pub fn is_usage(&self) -> bool {
-        matches!(self, Self::NotAPid(_) | Self::NoSuchProcess(_))
-    }
-}
-
 /// What `zombie-trace explain PID` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct Explanation {
@@ -946,88 +885,14 @@ impl Explanation {
     }
 }
 
-/// Parses a PID argument.
-pub fn parse_pid(arg: &str) -> Result<u32, ExplainError> {
-    match arg.trim().parse::<u32>() {
-        Ok(pid) if pid > 0 && i32::try_from(pid).is_ok() => Ok(pid),
-        _ => Err(ExplainError::NotAPid(arg.to_owned())),
-    }
-}
-
-/// The process to diagnose for `pid`: itself, or its parent if it is a zombie.
-fn subject(pid: u32) -> Result<(u32, bool), ExplainError> {
-    let stat = procfs::read_stat(pid)?.ok_or(ExplainError::NoSuchProcess(pid))?;
-    if stat.is_zombie() && stat.ppid != 0 {
-        Ok((stat.ppid, true))
-    } else {
-        Ok((pid, false))
-    }
-}
-
-/// Diagnosis from one /proc scan: no wait behaviour, no live changes.
-pub fn explain_proc_only(pid: u32) -> Result<Explanation, ExplainError> {
-    let (subject, target_is_zombie) = subject(pid)?;
-    let now = procfs::boot_time_now_ns()?;
-    let (ledger, _) = crate::session::ledger_from_proc(now)?;
-    let diagnosis =
-        diagnose(&ledger, subject, false, None, now).ok_or(ExplainError::NoSuchProcess(subject))?;
-    Ok(Explanation {
-        target: pid,
-        target_is_zombie,
-        observed_s: None,
-        diagnosis,
-    })
-}
-
-/// Traces for `observe`, sampling growth, then diagnoses with live data.
-pub async fn explain_live(
-    pid: u32,
-    observe: Duration,
-    options: crate::tracer::TracerOptions,
-) -> Result<Explanation, ExplainError> {
-    let (subject, target_is_zombie) = subject(pid)?;
-    let mut session = crate::session::Session::start(options)?;
-    let mut growth = GrowthTracker::default();
-    let started = tokio::time::Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_millis(100));
-    while started.elapsed() < observe {
-        ticker.tick().await;
-        session.drain(&mut |_| {});
-        growth.sample(session.ledger(), procfs::boot_time_now_ns()?);
-    }
-    session.drain(&mut |_| {});
-    let now = procfs::boot_time_now_ns()?;
-    let diagnosis = diagnose(session.ledger(), subject, true, Some(&growth), now)
-        .ok_or(ExplainError::NoSuchProcess(subject))?;
-    Ok(Explanation {
-        target: pid,
-        target_is_zombie,
-        observed_s: Some(started.elapsed().as_secs_f64()),
-        diagnosis,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::TickClock;
 
     #[test]
-    fn pids_are_validated() {
-        assert_eq!(parse_pid("1847").ok(), Some(1847));
-        assert!(matches!(parse_pid("0"), Err(ExplainError::NotAPid(_))));
-        assert!(matches!(parse_pid("-3"), Err(ExplainError::NotAPid(_))));
-        assert!(matches!(parse_pid("job"), Err(ExplainError::NotAPid(_))));
-        assert!(matches!(
-            parse_pid("4294967295"),
-            Err(ExplainError::NotAPid(_))
-        ));
-        assert!(parse_pid("abc").is_err_and(|e| e.is_usage()));
-    }
-
-    #[test]
     fn growth_is_the_slope_of_pending_zombies() {
-        use crate::procfs::ProcStat;
+        use crate::host::procfs::ProcStat;
         let mut growth = GrowthTracker::default();
         let mut key = None;
         for step in 0..=10u32 {

@@ -13,14 +13,17 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::host::mounts::{MountEntry, PROC_MOUNTS, parse_mounts};
+
 /// Where tracefs is mounted on current systems, and where we mount it.
-pub const TRACEFS_PATH: &str = "/sys/kernel/tracing";
+pub const TRACEFS_PATH: &str = match TRACEFS_PATH_C.to_str() {
+    Ok(path) => path,
+    Err(_) => panic!("the tracefs path is ASCII"),
+};
+/// [`TRACEFS_PATH`] for mount(2).
+const TRACEFS_PATH_C: &CStr = c"/sys/kernel/tracing";
 /// Where tracefs appears below debugfs (older systems).
 pub const DEBUGFS_TRACING_PATH: &str = "/sys/kernel/debug/tracing";
-/// The mount table of this process's mount namespace.
-pub const PROC_MOUNTS: &str = "/proc/mounts";
-
-const TRACEFS_PATH_C: &CStr = c"/sys/kernel/tracing";
 const TRACEFS_TYPE_C: &CStr = c"tracefs";
 
 /// Why tracefs or a tracepoint format could not be used.
@@ -85,56 +88,6 @@ pub enum TraceFsError {
         field: String,
         available: String,
     },
-}
-
-/// One line of `/proc/mounts`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountEntry {
-    pub source: String,
-    pub mount_point: PathBuf,
-    pub fs_type: String,
-}
-
-/// Decodes the octal escapes (`\040` for a space, ...) the kernel uses in
-/// `/proc/mounts` fields.
-fn unescape_mount_field(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            let digits = bytes.get(i + 1..i + 4).and_then(|d| {
-                d.iter()
-                    .all(|c| (b'0'..=b'7').contains(c))
-                    .then(|| d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0')))
-            });
-            if let Some(v) = digits.and_then(|v| u8::try_from(v).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses the text of `/proc/mounts`; malformed lines are skipped.
-pub fn parse_mounts(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_ascii_whitespace();
-            let source = fields.next()?;
-            let mount_point = fields.next()?;
-            let fs_type = fields.next()?;
-            Some(MountEntry {
-                source: unescape_mount_field(source),
-                mount_point: PathBuf::from(unescape_mount_field(mount_point)),
-                fs_type: unescape_mount_field(fs_type),
-            })
-        })
-        .collect()
 }
 
 /// The tracefs mount points in `mounts`, preferred first:
@@ -478,14 +431,6 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
             tracefs_mount_points(&mounts),
             vec![PathBuf::from(DEBUGFS_TRACING_PATH)]
         );
-    }
-
-    #[test]
-    fn mount_field_escapes() {
-        assert_eq!(unescape_mount_field("a\\011b\\134c"), "a\tb\\c");
-        assert_eq!(unescape_mount_field("trailing\\"), "trailing\\");
-        assert_eq!(unescape_mount_field("short\\04"), "short\\04");
-        assert_eq!(unescape_mount_field("\\777"), "\\777");
     }
 
     const WAITID: &str = "name: sys_enter_waitid

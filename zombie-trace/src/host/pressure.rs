@@ -7,12 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::procfs;
+use crate::host::mounts::{MountEntry, read_mounts};
+use crate::host::procfs;
 
 /// The tightest `pids.max` on a process's cgroup path.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CgroupPids {
     /// The cgroup directory whose limit is tightest.
     pub path: PathBuf,
@@ -21,7 +22,7 @@ pub struct CgroupPids {
 }
 
 /// Which limit leaves the least headroom.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Limit {
     PidMax,
@@ -40,7 +41,7 @@ impl Limit {
 }
 
 /// PID-space usage as seen for one process (or the whole host).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PidPressure {
     /// Tasks in use on the host (each holds a PID).
     pub tasks: u64,
@@ -61,6 +62,11 @@ impl PidPressure {
         let threads_max = procfs::threads_max()?;
         let cgroup = pid.and_then(cgroup_pids);
         Ok(Self::from_parts(tasks, pid_max, threads_max, cgroup))
+    }
+
+    /// Limits that could not be read: no limit known.
+    pub fn unknown() -> Self {
+        Self::from_parts(0, u32::MAX, u32::MAX, None)
     }
 
     pub fn from_parts(
@@ -111,7 +117,7 @@ pub fn host_tasks() -> Option<u64> {
 /// The tightest `pids.max` on the cgroup path of `pid`, if any is set.
 pub fn cgroup_pids(pid: u32) -> Option<CgroupPids> {
     let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    let mounts = read_mounts();
     let mut best: Option<CgroupPids> = None;
     for (mount, path) in pids_cgroup_dirs(&membership, &mounts) {
         let mut dir = mount.join(path.trim_start_matches('/'));
@@ -150,7 +156,7 @@ fn read_pids_limit(dir: &Path) -> Option<CgroupPids> {
 
 /// (mount point, cgroup path) pairs where a pids limit may live: the cgroup
 /// v1 hierarchy that has the `pids` controller, and the cgroup v2 hierarchy.
-fn pids_cgroup_dirs(membership: &str, mounts: &str) -> Vec<(PathBuf, String)> {
+fn pids_cgroup_dirs(membership: &str, mounts: &[MountEntry]) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     for line in membership.lines() {
         let mut fields = line.splitn(3, ':');
@@ -160,11 +166,9 @@ fn pids_cgroup_dirs(membership: &str, mounts: &str) -> Vec<(PathBuf, String)> {
             continue;
         };
         let mount = if controllers.is_empty() {
-            mount_point(mounts, |fstype, _| fstype == "cgroup2")
+            mount_point(mounts, |m| m.fs_type == "cgroup2")
         } else if controllers.split(',').any(|c| c == "pids") {
-            mount_point(mounts, |fstype, options| {
-                fstype == "cgroup" && options.split(',').any(|o| o == "pids")
-            })
+            mount_point(mounts, |m| m.fs_type == "cgroup" && m.has_option("pids"))
         } else {
             None
         };
@@ -175,22 +179,17 @@ fn pids_cgroup_dirs(membership: &str, mounts: &str) -> Vec<(PathBuf, String)> {
     out
 }
 
-fn mount_point(mounts: &str, wanted: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_source, target, fstype, options) = (
-            fields.next()?,
-            fields.next()?,
-            fields.next()?,
-            fields.next()?,
-        );
-        wanted(fstype, options).then(|| PathBuf::from(target))
-    })
+fn mount_point(mounts: &[MountEntry], wanted: impl Fn(&MountEntry) -> bool) -> Option<PathBuf> {
+    mounts
+        .iter()
+        .find(|m| wanted(m))
+        .map(|m| m.mount_point.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::mounts::parse_mounts;
 
     const MOUNTS: &str = "\
 cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
@@ -202,7 +201,7 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
     fn finds_v1_pids_and_v2_hierarchies() {
         let membership = "9:name=systemd:/\n8:pids:/jobs/runner\n1:cpu:/\n0::/jobs/runner\n";
         assert_eq!(
-            pids_cgroup_dirs(membership, MOUNTS),
+            pids_cgroup_dirs(membership, &parse_mounts(MOUNTS)),
             vec![
                 (
                     PathBuf::from("/sys/fs/cgroup/pids"),

@@ -305,7 +305,7 @@ fn categories_are_separate_and_unknown_exits_are_not_latencies() {
     assert_eq!(view.groups().count(), 3);
 
     let ledger = Ledger::new(crate::model::TickClock::new(100), 0, 16);
-    let report = view.report(&ledger, t0, 1.0, LostCounts::default());
+    let report = view.report(&ledger, moment(t0), 1.0, LostCounts::default());
     assert_eq!(report.exit_time_unknown, 1);
     let cats: Vec<&str> = report.groups.iter().map(|g| g.category).collect();
     assert_eq!(cats, ["parent_wait", "auto_reap", "adopter_wait"]);
@@ -339,7 +339,7 @@ fn a_group_of_unknown_exits_only_has_no_percentiles() {
         5,
     ));
     let ledger = Ledger::new(crate::model::TickClock::new(100), 0, 16);
-    let report = view.report(&ledger, 10, 1.0, LostCounts::default());
+    let report = view.report(&ledger, moment(10), 1.0, LostCounts::default());
     let json = serde_json::to_value(&report).expect("JSON");
     let g = &json["groups"][0];
     assert_eq!(g["count"], 0);
@@ -481,4 +481,12 @@ fn interval_latency_counts_own_waits_and_resets() {
     assert_eq!(interval.spare.len(), 1);
     interval.on_change(&released(2, "q", ReapKind::ParentWait, ExitTime::At(0), MS));
     assert!(interval.spare.is_empty(), "the spare histogram is reused");
+}
+
+/// A clock reading at `boot_ns`, with the wall clock a fixed day later.
+fn moment(boot_ns: u64) -> crate::model::Moment {
+    crate::model::Moment {
+        boot_ns,
+        unix_ns: 1_790_000_000_000_000_000 + boot_ns,
+    }
 }

@@ -1,0 +1,180 @@
+//! The command line: shared arguments and output here, one file per
+//! subcommand.
+
+mod check;
+mod explain;
+mod latency;
+mod snapshot;
+mod watch;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use zombie_trace::engine::live::Session;
+use zombie_trace::kernel::check::privilege_problem;
+use zombie_trace::kernel::tracer::TracerOptions;
+use zombie_trace::views::report::Filter;
+use zombie_trace_common::DEFAULT_RING_BYTES;
+
+/// Find parent processes whose exited children are never reaped.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Trace live (needs root): report parents that owe reaps, and alert.
+    Watch(watch::WatchArgs),
+    /// Trace live (needs root): how long children stay zombies before they are
+    /// released, as histograms per parent (or command) and way of release.
+    Latency(latency::LatencyArgs),
+    /// Why one process leaks zombies, how long until the PID space runs out, and
+    /// what will (and will not) help. Live with root, /proc-only otherwise.
+    Explain(explain::ExplainArgs),
+    /// Zombies grouped by the parent that owes the reap, from /proc only (no privileges).
+    Snapshot(snapshot::SnapshotArgs),
+    /// What this kernel and these privileges allow, and the fix for each missing part.
+    Check(check::CheckArgs),
+}
+
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Watch(args) => traced(watch::run(args)),
+        Command::Latency(args) => traced(latency::run(args)),
+        Command::Explain(args) => explain::run(args),
+        Command::Snapshot(args) => snapshot::run(args),
+        Command::Check(args) => check::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("zombie-trace: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit status for bad input (a PID that is not a live process, a file
+/// that is not a recording).
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only parents with this PID.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Only parents whose command name contains this text.
+    #[arg(long)]
+    comm: Option<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> Filter {
+        Filter {
+            pid: self.pid,
+            comm: self.comm.clone(),
+        }
+    }
+}
+
+/// What every live-tracing command takes.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Stop by itself after this many seconds, with the final output (default:
+    /// at SIGINT or SIGTERM).
+    #[arg(long, value_parser = positive_seconds)]
+    duration: Option<f64>,
+    /// Ring buffer size in bytes (power of two, at least 4096). Raise it if
+    /// reports show lost events.
+    #[arg(long, default_value_t = DEFAULT_RING_BYTES)]
+    ring_bytes: u32,
+}
+
+impl TraceArgs {
+    pub fn options(&self) -> TracerOptions {
+        TracerOptions {
+            ring_bytes: self.ring_bytes,
+            ..TracerOptions::default()
+        }
+    }
+
+    pub fn start_session(&self) -> anyhow::Result<Session> {
+        Ok(Session::start(self.options())?)
+    }
+
+    pub fn duration(&self) -> Option<Duration> {
+        self.duration.map(Duration::from_secs_f64)
+    }
+}
+
+pub fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
+/// Runs a live-tracing command: privileges first, then its loop in a runtime.
+pub fn traced(command: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    if let Some(problem) = privilege_problem() {
+        eprintln!("zombie-trace: {problem}");
+        return Ok(ExitCode::FAILURE);
+    }
+    runtime()?.block_on(command)
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Where a command's objects go: JSON Lines or text, flushed at once.
+pub struct Output {
+    json: bool,
+    out: std::io::Stdout,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Self {
+            json,
+            out: std::io::stdout(),
+        }
+    }
+
+    pub fn json(&mut self, value: &impl serde::Serialize) -> std::io::Result<()> {
+        let mut out = self.out.lock();
+        serde_json::to_writer(&mut out, value)?;
+        writeln!(out)?;
+        out.flush()
+    }
+
+    pub fn text(&mut self, text: &str) -> std::io::Result<()> {
+        let mut out = self.out.lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+
+    /// `value` as one JSON line, or `text` of it.
+    pub fn either<T: serde::Serialize>(
+        &mut self,
+        value: &T,
+        text: impl FnOnce(&T) -> String,
+    ) -> std::io::Result<()> {
+        if self.json {
+            self.json(value)
+        } else {
+            self.text(&text(value))
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! `zombie-trace snapshot`: zombies grouped by who owes the reap, from /proc.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use zombie_trace::engine::live::ledger_from_proc;
+use zombie_trace::host::facts::{self, HostFacts, LiveHost};
+use zombie_trace::host::procfs;
+use zombie_trace::views::report::Snapshot;
+
+use super::{FilterArgs, Output};
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Write JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
+    let now = facts::now()?;
+    let (ledger, scan) = ledger_from_proc(now.boot_ns)?;
+    let pid_max = procfs::pid_max()?;
+    let tasks = LiveHost.pressure().map_or(scan.tasks, |p| p.tasks);
+    let snapshot = Snapshot::new(&ledger, &args.filter.filter(), tasks, pid_max, now);
+    Output::new(args.json).either(&snapshot, Snapshot::to_text)?;
+    Ok(ExitCode::SUCCESS)
+}

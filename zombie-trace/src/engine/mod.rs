@@ -1,0 +1,63 @@
+//! The engine: feeds the one ledger from a source and fans its changes out
+//! to views.
+//!
+//! A source is the live kernel ([`live::Session`]: the tracer's events on
+//! top of a /proc seed) or a recording of one ([`replay`]). Both drive a
+//! [`Consumer`] through the same three calls, in the same order for the
+//! same inputs: every ledger [`Change`] as it happens, `after_batch` after
+//! a batch of events that changed the ledger, `on_tick` at each report
+//! interval, `on_end` once. Each call gets a [`Context`]: the ledger, its
+//! health, the clock reading of that moment and the host facts, so a
+//! consumer never reads the clock or /proc itself, and replaying a
+//! recording gives what the live run gave.
+pub mod explain;
+pub mod live;
+
+use std::io;
+
+use crate::host::facts::HostFacts;
+use crate::model::{Change, Ledger, LedgerHealth, Moment};
+
+/// What a consumer sees at a batch, a tick or the end.
+pub struct Context<'a> {
+    pub ledger: &'a Ledger,
+    pub health: LedgerHealth,
+    /// When the source started.
+    pub started: Moment,
+    /// This moment.
+    pub now: Moment,
+    pub host: &'a mut dyn HostFacts,
+}
+
+/// What a command does with what the engine sees.
+pub trait Consumer {
+    /// One ledger change (the hot path: no allocation, no I/O).
+    fn on_change(&mut self, change: &Change);
+    /// After a batch of events that changed the ledger (also once at the
+    /// start, for what the seed holds).
+    fn after_batch(&mut self, _ctx: &mut Context<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    /// At each tick of the report interval.
+    fn on_tick(&mut self, _ctx: &mut Context<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    /// Once, after the last events.
+    fn on_end(&mut self, _ctx: &mut Context<'_>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts the changes it passes on, so the engine knows whether a batch
+/// changed the ledger.
+pub(crate) struct Counting<'a, C: ?Sized> {
+    pub consumer: &'a mut C,
+    pub changes: usize,
+}
+
+impl<C: Consumer + ?Sized> Counting<'_, C> {
+    pub fn emit(&mut self, change: Change) {
+        self.changes += 1;
+        self.consumer.on_change(&change);
+    }
+}

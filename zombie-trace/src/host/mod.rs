@@ -1,0 +1,6 @@
+//! Host readers: every read of /proc, cgroupfs and the mount table is here.
+pub mod facts;
+pub mod mounts;
+pub mod pressure;
+pub mod procfs;
+pub mod scan;

@@ -1,0 +1,2 @@
+//! Rendering: text tables, units and times.
+pub mod text;

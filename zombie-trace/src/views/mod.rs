@@ -1,0 +1,43 @@
+//! Views: pure functions of the ledger, a clock reading and host facts.
+pub mod diagnosis;
+pub mod latency;
+pub mod report;
+pub mod watch;
+
+#[cfg(test)]
+mod tests {
+    /// Views and rendering are pure: what they show comes from the ledger,
+    /// the clock reading and the host facts they are handed. A view that
+    /// read /proc or the clock itself would show something else over a
+    /// recording than live.
+    #[test]
+    fn views_and_rendering_read_neither_proc_nor_the_clock() {
+        let sources = [
+            ("views/diagnosis.rs", include_str!("diagnosis.rs")),
+            ("views/latency.rs", include_str!("latency.rs")),
+            ("views/report.rs", include_str!("report.rs")),
+            ("views/watch.rs", include_str!("watch.rs")),
+            ("render/text.rs", include_str!("../render/text.rs")),
+        ];
+        let forbidden = [
+            "std::fs",
+            "File::open",
+            "SystemTime::now",
+            "Instant::now",
+            "boot_time_now",
+            "realtime_now",
+            "procfs::read",
+            "facts::now",
+            "LiveHost",
+            "/proc/",
+        ];
+        for (file, text) in sources {
+            for word in forbidden {
+                assert!(
+                    !text.contains(word),
+                    "{file} uses `{word}`: views must be pure"
+                );
+            }
+        }
+    }
+}
