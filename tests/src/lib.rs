@@ -32,6 +32,8 @@
 //! it), SIGTERM or SIGINT it cleans up what it owns (reaps its remaining
 //! children) and exits 0.
 
+pub mod chromium;
+
 pub mod workload {
     //! Helpers shared by the workload programs in `src/bin/`.
     //!

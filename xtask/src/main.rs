@@ -185,6 +185,7 @@ impl Phases {
 fn test(ws: &Workspace, args: &[String]) -> Result<()> {
     banner("setup");
     setup::setup(ws)?;
+    setup::ensure_debian_packages(&setup::TEST_PACKAGES)?;
     banner("build zombie-trace and the scenario workloads");
     run(
         &mut ws.cargo([

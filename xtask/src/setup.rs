@@ -414,6 +414,50 @@ fn is_libllvm_name(name: &str) -> bool {
         .is_some_and(|rest| rest.contains("-rust-"))
 }
 
+/// Debian packages the test suite needs, by the command each provides:
+/// headless Chromium opens the HTML incident report in a real browser.
+pub const TEST_PACKAGES: [(&str, &str); 1] = [("chromium", "chromium")];
+
+/// Installs the Debian packages of `packages` whose command is missing
+/// (`apt-get update` once, then `apt-get install`). Needs root; without it,
+/// says what to install and leaves the tests that need it to skip (outside
+/// CI) or fail (in CI).
+pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(command, _)| find_in_path(command).is_none())
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "setup: not root: install {} yourself (`sudo apt-get install {}`); the tests that need it skip",
+            missing.join(", "),
+            missing.join(" ")
+        );
+        return Ok(());
+    }
+    if find_in_path("apt-get").is_none() {
+        bail!(
+            "{} missing and there is no apt-get here: install it with this system's package manager",
+            missing.join(", ")
+        );
+    }
+    let noninteractive = |c: &mut std::process::Command| {
+        c.env("DEBIAN_FRONTEND", "noninteractive");
+    };
+    let mut update = cmd("apt-get", ["update"]);
+    noninteractive(&mut update);
+    run(&mut update, "check the network and /etc/apt/sources.list")?;
+    let mut install = cmd("apt-get", ["install", "-y"]);
+    install.args(&missing);
+    noninteractive(&mut install);
+    run(&mut install, "see apt-get's error above")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

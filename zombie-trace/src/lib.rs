@@ -10,5 +10,6 @@ pub mod engine;
 pub mod host;
 pub mod kernel;
 pub mod model;
+pub mod recording;
 pub mod render;
 pub mod views;

@@ -4,6 +4,8 @@
 mod check;
 mod explain;
 mod latency;
+mod record;
+mod report;
 mod snapshot;
 mod watch;
 
@@ -37,6 +39,11 @@ enum Command {
     /// Why one process leaks zombies, how long until the PID space runs out, and
     /// what will (and will not) help. Live with root, /proc-only otherwise.
     Explain(explain::ExplainArgs),
+    /// Record a live session into a file (needs root), for `report` later.
+    Record(record::RecordArgs),
+    /// Replay a recording (no privileges): what happened, the `watch`
+    /// output it would have given, an HTML page with a timeline.
+    Report(report::ReportArgs),
     /// Zombies grouped by the parent that owes the reap, from /proc only (no privileges).
     Snapshot(snapshot::SnapshotArgs),
     /// What this kernel and these privileges allow, and the fix for each missing part.
@@ -50,6 +57,8 @@ pub fn main() -> ExitCode {
         Command::Watch(args) => traced(watch::run(args)),
         Command::Latency(args) => traced(latency::run(args)),
         Command::Explain(args) => explain::run(args),
+        Command::Record(args) => traced(record::run(args)),
+        Command::Report(args) => report::run(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Check(args) => check::run(args),
     };

@@ -10,6 +10,7 @@ use zombie_trace::model::Change;
 use zombie_trace::views::report::{Alert, Report};
 use zombie_trace::views::watch::WatchView;
 
+use super::record::{RecordToArgs, start_recording};
 use super::{FilterArgs, Output, TraceArgs, positive_seconds};
 
 #[derive(Debug, Args)]
@@ -17,16 +18,32 @@ pub struct WatchArgs {
     /// Write JSON Lines (one report or alert object per line) instead of text.
     #[arg(long)]
     json: bool,
-    /// Seconds between reports.
-    #[arg(long, default_value_t = 1.0, value_parser = positive_seconds)]
-    interval: f64,
-    /// Alert when a parent reaches this many pending zombies.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    threshold: u32,
+    #[command(flatten)]
+    flags: WatchFlags,
     #[command(flatten)]
     trace: TraceArgs,
     #[command(flatten)]
     filter: FilterArgs,
+    #[command(flatten)]
+    record: RecordToArgs,
+}
+
+/// What `watch` output depends on; `report` takes the same, so that the
+/// same flags give the same lines.
+#[derive(Debug, Args)]
+pub struct WatchFlags {
+    /// Seconds between reports.
+    #[arg(long, default_value_t = 1.0, value_parser = positive_seconds)]
+    pub interval: f64,
+    /// Alert when a parent reaches this many pending zombies.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threshold: u32,
+}
+
+impl WatchFlags {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(self.interval)
+    }
 }
 
 /// [`WatchView`] printing its alerts and reports.
@@ -69,10 +86,13 @@ impl Consumer for Watcher {
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let interval = Duration::from_secs_f64(args.interval);
-    let mut session = args.trace.start_session()?;
+    let interval = args.flags.interval();
+    let mut session = match &args.record.record {
+        Some(path) => start_recording(&args.trace, path, "watch", interval, args.record.max_bytes)?,
+        None => args.trace.start_session()?,
+    };
     let mut watcher = Watcher {
-        view: WatchView::new(args.filter.filter(), args.threshold),
+        view: WatchView::new(args.filter.filter(), args.flags.threshold),
         out: Output::new(args.json),
     };
     session

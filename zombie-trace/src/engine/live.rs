@@ -112,16 +112,41 @@ fn seeded_ledger(started_ns: u64, keep: bool) -> Result<(Ledger, ScanSummary, Se
         started_ns,
         (2 * stats.len()).max(1024),
     );
-    let mut seed = Vec::new();
+    let mut resolved = Resolved::default();
     let mut vpid_of = vpid_resolver();
-    ledger.seed(&stats, |st| {
-        let vpid = vpid_of(st);
-        if keep {
-            seed.push((*st, vpid));
+    ledger.seed(&stats, |st| resolved.note(st, vpid_of(st)));
+    let seed = if keep {
+        resolved.seed(&stats)
+    } else {
+        Seed::new()
+    };
+    Ok((ledger, summary, seed))
+}
+
+/// The vpids a seed or resync resolved (it asks only for the processes it
+/// adds or changes), to log the whole scan with them.
+#[derive(Default)]
+struct Resolved(rustc_hash::FxHashMap<(u32, u64), u32>);
+
+impl Resolved {
+    fn note(&mut self, st: &ProcStat, vpid: u32) -> u32 {
+        if vpid != st.pid {
+            self.0.insert((st.pid, st.start_ticks), vpid);
         }
         vpid
-    });
-    Ok((ledger, summary, seed))
+    }
+
+    /// Every process of the scan, with its vpid (its PID unless resolved
+    /// otherwise).
+    fn seed(&self, stats: &[ProcStat]) -> Seed {
+        stats
+            .iter()
+            .map(|st| {
+                let vpid = self.0.get(&(st.pid, st.start_ticks)).copied();
+                (*st, vpid.unwrap_or(st.pid))
+            })
+            .collect()
+    }
 }
 
 /// A /proc scan as a ledger saw it: each process with its PID in its
@@ -247,22 +272,15 @@ impl Session {
         let (stats, _) = scan()?;
         let now = facts::now()?;
         let mut vpid_of = vpid_resolver();
-        let mut seen = Vec::new();
-        let logging = self.log.is_some();
+        let mut resolved = Resolved::default();
         let summary = self.ledger.resync(
             &stats,
             now.boot_ns,
-            |st| {
-                let vpid = vpid_of(st);
-                if logging {
-                    seen.push((*st, vpid));
-                }
-                vpid
-            },
+            |st| resolved.note(st, vpid_of(st)),
             emit,
         );
         if let Some(log) = self.log.as_deref_mut() {
-            log.resync(now, &seen);
+            log.resync(now, &resolved.seed(&stats));
         }
         self.lost_covered = lost.total();
         self.health.lost_since_resync = 0;

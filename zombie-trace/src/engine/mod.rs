@@ -12,6 +12,7 @@
 //! recording gives what the live run gave.
 pub mod explain;
 pub mod live;
+pub mod replay;
 
 use std::io;
 

@@ -112,7 +112,7 @@ pub fn kernel_release() -> Option<String> {
 }
 
 /// Which host and boot this is: what a recording's header names.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub kernel_release: String,
     pub hostname: String,

@@ -9,7 +9,7 @@ use super::ResyncSummary;
 /// One reading of the two clocks every view needs: CLOCK_BOOTTIME (the
 /// kernel's event timestamps, for ages) and the wall clock (for the times
 /// printed). Taken by the engine's source, never by a view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Moment {
     /// CLOCK_BOOTTIME nanoseconds.
     pub boot_ns: u64,
@@ -28,6 +28,23 @@ impl Moment {
         let offset = self.unix_ns as i128 - self.boot_ns as i128;
         let unix = (boot_ns as i128 + offset).max(0);
         SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(unix).unwrap_or(u64::MAX))
+    }
+
+    /// The moment at CLOCK_BOOTTIME `boot_ns`, by this reading's offset
+    /// between the two clocks.
+    pub fn at_boot(&self, boot_ns: u64) -> Self {
+        let unix = self.wall_of(boot_ns);
+        Self {
+            boot_ns,
+            unix_ns: unix
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn unix_ms(&self) -> i64 {
+        i64::try_from(self.unix_ns / 1_000_000).unwrap_or(i64::MAX)
     }
 
     /// This moment `ns` later (both clocks).

@@ -1,2 +1,6 @@
-//! Rendering: text tables, units and times.
+//! Rendering: text tables, units and times; the reviewer's summary, the
+//! HTML page and the Perfetto trace of a recorded incident.
+pub mod html;
+pub mod perfetto;
+pub mod summary;
 pub mod text;

@@ -1,7 +1,9 @@
 //! Views: pure functions of the ledger, a clock reading and host facts.
 pub mod diagnosis;
+pub mod incident;
 pub mod latency;
 pub mod report;
+pub mod timeline;
 pub mod watch;
 
 #[cfg(test)]

@@ -1,0 +1,440 @@
+//! Evidence capture end to end: record an incident, then replay it with no
+//! privileges into the same views (`report`), also from damaged files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use zombie_trace_tests::Workload;
+
+/// A private directory for one test's files, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("zt-evidence-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn zombie_trace(args: &[&str]) -> Output {
+    Command::new(workspace_bin("zombie-trace"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run zombie-trace")
+}
+
+fn report(file: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["report", file.to_str().expect("UTF-8 path")];
+    all.extend_from_slice(args);
+    zombie_trace(&all)
+}
+
+fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+/// The parent row of `pid` in the last report line.
+fn last_report_parent(lines: &[Value], pid: u32) -> Option<Value> {
+    let report = lines.iter().rev().find(|l| l["type"] == "report")?;
+    report["parents"]
+        .as_array()?
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .cloned()
+}
+
+/// Waits for a started command, killing it after `timeout`.
+fn wait_for(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("zombie-trace did not stop within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn report_json_replays_exactly_what_watch_json_printed_live() {
+    if !privileged("report_json_replays_exactly_what_watch_json_printed_live") {
+        return;
+    }
+    let scratch = Scratch::new("equal");
+    let file = scratch.path("incident.ztr");
+    let flags = ["--interval", "0.3", "--threshold", "8"];
+    let mut watch = Command::new(workspace_bin("zombie-trace"))
+        .args(["watch", "--json", "--duration", "4", "--record"])
+        .arg(&file)
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start watch --record");
+    // Programs attached (a first report printed) before the workloads start.
+    std::thread::sleep(Duration::from_millis(1500));
+    // At once: a leak, a handler that reaps, SIG_IGN, and a subreaper that
+    // inherits zombies and leaves them.
+    let leaky = Workload::start("never-waits", &["12"]);
+    let reaping = Workload::start("handler-reaps", &["10"]);
+    let ignoring = Workload::start("ignores-sigchld", &["10"]);
+    let subreaper = Workload::start("subreaper", &["9"]);
+    let status = wait_for(&mut watch, Duration::from_secs(20));
+    assert!(status.success(), "watch --record: {status}");
+    let mut live = Vec::new();
+    std::io::Read::read_to_end(&mut watch.stdout.take().expect("stdout"), &mut live)
+        .expect("read watch output");
+    drop((reaping, ignoring));
+    let replayed = report(
+        &file,
+        &flags.iter().copied().chain(["--json"]).collect::<Vec<_>>(),
+    );
+    assert!(
+        replayed.status.success(),
+        "report: {}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let live_lines = json_lines(&live);
+    let replay_lines = json_lines(&replayed.stdout);
+    // The story: the leak alerts and is owed 12, the subreaper owes 9,
+    // in the live output.
+    assert!(
+        live_lines
+            .iter()
+            .any(|l| l["type"] == "alert" && l["parent"]["pid"] == leaky.pid()),
+        "live output has the leak's alert"
+    );
+    let leak = last_report_parent(&live_lines, leaky.pid()).expect("the leak in the last report");
+    assert_eq!(leak["pending_zombies"], 12);
+    let sub = last_report_parent(&live_lines, subreaper.pid()).expect("the subreaper");
+    assert_eq!(sub["pending_zombies"], 9);
+    // And the replay printed the same lines, byte for byte (times included:
+    // they are the recorded clock).
+    assert_eq!(
+        live_lines.len(),
+        replay_lines.len(),
+        "as many lines replayed as printed live"
+    );
+    for (i, (a, b)) in live_lines.iter().zip(&replay_lines).enumerate() {
+        assert_eq!(a, b, "line {i} differs");
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&live),
+        String::from_utf8_lossy(&replayed.stdout)
+    );
+    drop((leaky, subreaper));
+}
+
+/// Records a never-waiting parent with `record`, killed with SIGKILL after
+/// `after`; returns the file and the parent's PID and zombie count.
+fn killed_recording(scratch: &Scratch, after: Duration) -> (PathBuf, u32, u64) {
+    let file = scratch.path("killed.ztr");
+    let mut recorder = Command::new(workspace_bin("zombie-trace"))
+        .arg("record")
+        .arg("-o")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start record");
+    std::thread::sleep(Duration::from_millis(1200));
+    let leaky = Workload::start("never-waits", &["40"]);
+    std::thread::sleep(after);
+    recorder.kill().expect("SIGKILL the recorder");
+    let _ = recorder.wait();
+    let pid = leaky.pid();
+    drop(leaky);
+    (file, pid, 40)
+}
+
+#[test]
+fn a_recorder_killed_with_sigkill_leaves_a_file_that_reports_the_leak() {
+    if !privileged("a_recorder_killed_with_sigkill_leaves_a_file_that_reports_the_leak") {
+        return;
+    }
+    let scratch = Scratch::new("killed");
+    let (file, pid, owed) = killed_recording(&scratch, Duration::from_secs(3));
+    let out = report(&file, &["--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "report exits 0: {stderr}");
+    assert!(
+        stderr.contains("without its end mark"),
+        "says the recording was cut: {stderr}"
+    );
+    let lines = json_lines(&out.stdout);
+    let row = last_report_parent(&lines, pid).expect("the leaking parent is in the report");
+    assert_eq!(row["pending_zombies"], owed, "{row}");
+    // The text summary names it as the worst parent.
+    let text = report(&file, &[]);
+    let summary = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        summary.contains(&format!("pid {pid} (never-waits): peak {owed} zombies")),
+        "{summary}"
+    );
+}
+
+/// A small xorshift generator: the damage is reproducible from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn damaged_recordings_never_panic_and_never_hide_the_damage() {
+    if !privileged("damaged_recordings_never_panic_and_never_hide_the_damage") {
+        return;
+    }
+    let scratch = Scratch::new("damaged");
+    let (file, _, _) = killed_recording(&scratch, Duration::from_secs(2));
+    let intact = std::fs::read(&file).expect("read the recording");
+    let reference = report(&file, &["--json"]);
+    assert!(reference.status.success());
+    let damaged = scratch.path("damaged.ztr");
+    let mut rng = Rng(0x5eed_2026_1201);
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for _ in 0..60 {
+        let cut = rng.below(intact.len());
+        cases.push((format!("cut at byte {cut}"), intact[..cut].to_vec()));
+    }
+    for _ in 0..60 {
+        let mut bytes = intact.clone();
+        let flips = 1 + rng.below(4);
+        let mut at = Vec::new();
+        for _ in 0..flips {
+            let i = rng.below(bytes.len());
+            bytes[i] ^= 1 << rng.below(8);
+            at.push(i);
+        }
+        cases.push((format!("bits flipped at bytes {at:?}"), bytes));
+    }
+    for (what, bytes) in cases {
+        std::fs::write(&damaged, &bytes).expect("write the damaged copy");
+        let out = report(&damaged, &["--json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{what}: panic: {stderr}");
+        match out.status.code() {
+            // Damage within the chunks: what is intact is reported, and the
+            // damage is said.
+            Some(0) => {
+                if out.stdout != reference.stdout {
+                    assert!(
+                        !stderr.trim().is_empty(),
+                        "{what}: the output changed but nothing was said about damage"
+                    );
+                }
+            }
+            // The file header itself is damaged or cut: one clear line.
+            Some(2) => assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}"),
+            other => panic!("{what}: exit status {other:?}: {stderr}"),
+        }
+    }
+}
+
+#[test]
+fn a_bounded_recording_drops_its_oldest_segments_and_says_so() {
+    if !privileged("a_bounded_recording_drops_its_oldest_segments_and_says_so") {
+        return;
+    }
+    let scratch = Scratch::new("bounded");
+    let file = scratch.path("bounded.ztr");
+    let max = 96 * 1024;
+    let mut recorder = Command::new(workspace_bin("zombie-trace"))
+        .arg("record")
+        .arg("-o")
+        .arg(&file)
+        .args(["--max-bytes", &max.to_string(), "--duration", "6"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start record");
+    std::thread::sleep(Duration::from_millis(1200));
+    // Churn: many short lives, so the recording outgrows its bound.
+    let churn = Workload::start("churn", &["5", "1"]);
+    let status = wait_for(&mut recorder, Duration::from_secs(30));
+    drop(churn);
+    assert!(status.success(), "record: {status}");
+    let size = std::fs::metadata(&file).expect("the recording").len();
+    // One segment (a quarter of the bound) may be in progress beyond it.
+    assert!(size <= max + max / 2, "{size} bytes for a {max}-byte bound");
+    let out = report(&file, &["--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("segments were dropped"),
+        "report says the oldest segments were dropped: {stderr}"
+    );
+    let lines = json_lines(&out.stdout);
+    assert!(
+        lines.iter().any(|l| l["type"] == "report"),
+        "reports replayed"
+    );
+}
+
+#[test]
+fn report_views_as_of_a_time_latency_and_explain() {
+    if !privileged("report_views_as_of_a_time_latency_and_explain") {
+        return;
+    }
+    let scratch = Scratch::new("views");
+    let (file, pid, owed) = killed_recording(&scratch, Duration::from_secs(2));
+    // As of the start, before the leak: the parent owes nothing.
+    let at_start = report(&file, &["--json", "--at", "0.5s"]);
+    assert!(at_start.status.success());
+    let lines = json_lines(&at_start.stdout);
+    assert!(
+        last_report_parent(&lines, pid).is_none(),
+        "no leak yet at +0.5 s"
+    );
+    let latency = report(&file, &["--as", "latency", "--json"]);
+    assert!(latency.status.success());
+    let latency: Value = serde_json::from_slice(&latency.stdout).expect("latency JSON");
+    let row = latency["not_reaped"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["pid"] == pid))
+        .expect("the leak is not reaped");
+    assert_eq!(row["pending_zombies"], owed);
+    let explain = report(&file, &["--as", "explain", &pid.to_string(), "--json"]);
+    let stderr = String::from_utf8_lossy(&explain.stderr);
+    assert!(explain.status.success(), "{stderr}");
+    let explain: Value = serde_json::from_slice(&explain.stdout).expect("explain JSON");
+    assert_eq!(explain["verdict"], "never_waits", "{explain}");
+    assert_eq!(explain["pending_zombies"], owed);
+    // Bad times and views: one line, exit 2.
+    for args in [
+        &["--at", "yesterday"][..],
+        &["--as", "explain"][..],
+        &["--as", "histogram"][..],
+    ] {
+        let out = report(&file, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+            1
+        );
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_recording_gets_one_line_and_exit_2() {
+    let scratch = Scratch::new("notrec");
+    let text = scratch.path("notes.txt");
+    std::fs::write(&text, "these are my incident notes\n").expect("write");
+    let empty = scratch.path("empty.ztr");
+    std::fs::write(&empty, b"").expect("write");
+    for file in [&text, &empty] {
+        let out = report(file, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", file.display());
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("not a zombie-trace recording"), "{stderr}");
+    }
+    let missing = report(&scratch.path("missing.ztr"), &[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("missing.ztr"));
+}
+
+#[test]
+fn the_html_report_opens_in_a_real_browser_and_the_perfetto_trace_has_every_zombie() {
+    let test = "the_html_report_opens_in_a_real_browser_and_the_perfetto_trace_has_every_zombie";
+    if !privileged(test) {
+        return;
+    }
+    if zombie_trace_tests::chromium::chromium().is_none() {
+        let problem = "chromium is not installed (`cargo xtask test` installs it as root)";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{test}: CI=true, but {problem}");
+        }
+        eprintln!("skipping {test}: {problem}");
+        return;
+    }
+    let scratch = Scratch::new("html");
+    let (file, pid, owed) = killed_recording(&scratch, Duration::from_secs(2));
+    let html = scratch.path("incident.html");
+    let trace = scratch.path("incident.trace.json");
+    let out = report(
+        &file,
+        &[
+            "--threshold",
+            "20",
+            "--html",
+            html.to_str().expect("UTF-8"),
+            "--perfetto",
+            trace.to_str().expect("UTF-8"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).expect("the HTML page");
+    assert!(
+        !page.contains("<script src") && !page.contains("<link"),
+        "self-contained"
+    );
+    let screenshot = scratch.path("incident.png");
+    let load = zombie_trace_tests::chromium::load(&html, &screenshot)
+        .unwrap_or_else(|e| panic!("chromium could not load the page: {e}"));
+    assert!(
+        load.console_errors.is_empty(),
+        "console errors: {:?}",
+        load.console_errors
+    );
+    assert!(load.dom.contains("<svg"), "the timeline is an SVG");
+    assert!(load.dom.contains("<polyline"), "with a line per parent");
+    assert!(
+        load.dom.contains(&format!("{pid}")) && load.dom.contains("never-waits"),
+        "the page names the leaking parent"
+    );
+    assert!(load.screenshot_bytes > 10_000, "a screenshot was taken");
+    // Perfetto: one async slice per zombie of the leak, still open at the end.
+    let trace: Value =
+        serde_json::from_slice(&std::fs::read(&trace).expect("the trace")).expect("trace JSON");
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    let begins = events
+        .iter()
+        .filter(|e| e["ph"] == "b" && e["pid"] == pid)
+        .count() as u64;
+    assert_eq!(begins, owed, "one slice per zombie of PID {pid}");
+    assert!(
+        events.iter().any(|e| e["ph"] == "C" && e["pid"] == pid),
+        "a counter track of its pending zombies"
+    );
+}

@@ -1,0 +1,265 @@
+//! The recorded source: a recording's inputs fed to the same consumers, in
+//! the same calls, as the live session that wrote them (see
+//! [`crate::engine::live::InputLog`]). Nothing here reads the clock or
+//! /proc: the clock is the recorded one, host facts are the recorded ones.
+
+use std::io;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use thiserror::Error;
+
+use crate::engine::{Consumer, Context};
+use crate::host::facts::{HostFacts, Pressure, ProcFacts};
+use crate::host::pressure::PidPressure;
+use crate::host::procfs::ProcStat;
+use crate::kernel::events::Event;
+use crate::model::{Change, Ledger, LedgerHealth, Moment, TickClock};
+use crate::recording::reader::Item;
+use crate::recording::records::{Header, Input};
+
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error("writing the output: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// How to replay.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayOptions {
+    /// Call `on_tick` at the recorded ticks spaced by this (as a live view
+    /// with this report interval would have); `None`: never.
+    pub report_interval: Option<Duration>,
+    /// Stop at this CLOCK_BOOTTIME instant, as if the session ended then.
+    pub stop_at_boot_ns: Option<u64>,
+}
+
+/// How a replay went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayOutcome {
+    /// Inputs applied.
+    pub inputs: u64,
+    pub events: u64,
+    /// Events that did not decode, or came before any seed.
+    pub events_skipped: u64,
+    /// Damaged or missing parts of the file met on the way.
+    pub gaps: u64,
+    /// The recording's own end was reached (else it was cut short, or
+    /// `stop_at` came first).
+    pub reached_end: bool,
+    /// Where the replay stopped.
+    pub last: Option<Moment>,
+}
+
+/// Host facts as the live session read them, latest first.
+#[derive(Debug, Default)]
+struct ReplayHost {
+    facts: FxHashMap<u32, Option<ProcFacts>>,
+    pid_pressure: FxHashMap<Option<u32>, PidPressure>,
+    pressure: Option<Pressure>,
+}
+
+impl HostFacts for ReplayHost {
+    fn process(&mut self, pid: u32) -> Option<ProcFacts> {
+        self.facts.get(&pid).cloned().flatten()
+    }
+
+    fn pid_pressure(&mut self, pid: Option<u32>) -> PidPressure {
+        self.pid_pressure
+            .get(&pid)
+            .or_else(|| self.pid_pressure.get(&None))
+            .cloned()
+            .unwrap_or_else(PidPressure::unknown)
+    }
+
+    fn pressure(&mut self) -> Option<Pressure> {
+        self.pressure
+    }
+}
+
+/// The ledger being rebuilt, and what the consumer is told.
+struct State {
+    ledger: Option<Ledger>,
+    host: ReplayHost,
+    health: LedgerHealth,
+    started: Moment,
+    now: Moment,
+    /// A damaged part was skipped and no scan has covered it since.
+    gap_open: bool,
+}
+
+impl State {
+    fn call<C: Consumer + ?Sized>(
+        &mut self,
+        consumer: &mut C,
+        call: impl FnOnce(&mut C, &mut Context<'_>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(());
+        };
+        let mut health = self.health;
+        if self.gap_open {
+            // What the damaged part held is unknown, as after lost events.
+            health.lost_since_resync = health.lost_since_resync.max(1);
+        }
+        let mut ctx = Context {
+            ledger,
+            health,
+            started: self.started,
+            now: self.now,
+            host: &mut self.host,
+        };
+        call(consumer, &mut ctx)
+    }
+}
+
+/// Replays `items` (from [`crate::recording::reader`]) into `consumer`.
+pub fn replay<C: Consumer + ?Sized>(
+    header: &Header,
+    items: impl IntoIterator<Item = Item>,
+    options: ReplayOptions,
+    consumer: &mut C,
+) -> Result<ReplayOutcome, ReplayError> {
+    let mut state = State {
+        ledger: None,
+        host: ReplayHost::default(),
+        health: LedgerHealth::default(),
+        started: header.started,
+        now: header.started,
+        gap_open: false,
+    };
+    let mut outcome = ReplayOutcome::default();
+    let mut last_report: Option<u64> = None;
+    let half_tick = header.tick_interval_ns / 2;
+    let past_stop = |m: &Moment| options.stop_at_boot_ns.is_some_and(|stop| m.boot_ns > stop);
+    let emit = |consumer: &mut C, change| consumer.on_change(&change);
+    for item in items {
+        let input = match item {
+            Item::Input(input) => input,
+            Item::Gap(_) => {
+                outcome.gaps += 1;
+                state.gap_open = true;
+                continue;
+            }
+        };
+        outcome.inputs += 1;
+        match input {
+            Input::Seed { now, procs } => match &mut state.ledger {
+                None => {
+                    let mut ledger = Ledger::new(
+                        TickClock::new(header.host.user_hz),
+                        now.boot_ns,
+                        (2 * procs.len()).max(1024),
+                    );
+                    let (stats, vpid_of) = split_seed(&procs);
+                    ledger.seed(&stats, vpid_of);
+                    state.ledger = Some(ledger);
+                    state.started = now;
+                    state.now = now;
+                }
+                // A later segment's checkpoint: only needed after a gap.
+                Some(ledger) if state.gap_open => {
+                    resync(ledger, now, &procs, &mut |c| emit(consumer, c));
+                    state.gap_open = false;
+                }
+                Some(_) => {}
+            },
+            Input::Event(bytes) => {
+                let (Some(ledger), Ok(event)) = (&mut state.ledger, Event::try_from(&bytes[..]))
+                else {
+                    outcome.events_skipped += 1;
+                    continue;
+                };
+                outcome.events += 1;
+                ledger.apply(&event, &mut |c| emit(consumer, c));
+            }
+            Input::Batch(now) => {
+                if past_stop(&now) {
+                    break;
+                }
+                state.now = now;
+                state.call(consumer, |c, ctx| c.after_batch(ctx))?;
+            }
+            Input::Resync { now, procs } => {
+                if past_stop(&now) {
+                    break;
+                }
+                if let Some(ledger) = &mut state.ledger {
+                    resync(ledger, now, &procs, &mut |c| emit(consumer, c));
+                    state.gap_open = false;
+                }
+            }
+            Input::Tick(tick) => {
+                if past_stop(&tick.now) {
+                    break;
+                }
+                state.now = tick.now;
+                state.health = tick.health;
+                let due = options.report_interval.is_some_and(|interval| {
+                    let interval = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+                    last_report.is_none_or(|last| {
+                        tick.now.boot_ns.saturating_sub(last) + half_tick >= interval
+                    })
+                });
+                if due && state.ledger.is_some() {
+                    last_report = Some(tick.now.boot_ns);
+                    state.call(consumer, |c, ctx| c.on_tick(ctx))?;
+                }
+            }
+            Input::End(end) => {
+                if past_stop(&end.now) {
+                    break;
+                }
+                state.now = end.now;
+                state.health = end.health;
+                outcome.reached_end = true;
+                break;
+            }
+            Input::Facts(record) => {
+                state.host.facts.insert(record.pid, record.facts);
+            }
+            Input::PidPressure(record) => {
+                state.host.pid_pressure.insert(record.pid, record.pressure);
+            }
+            Input::Pressure(pressure) => state.host.pressure = pressure,
+        }
+    }
+    if let Some(stop) = options.stop_at_boot_ns
+        && !outcome.reached_end
+        && stop > state.now.boot_ns
+        && state.ledger.is_some()
+    {
+        // Nothing happened between the last input before `stop` and it.
+        state.now = state.now.plus_ns(stop - state.now.boot_ns);
+    }
+    outcome.last = state.ledger.is_some().then_some(state.now);
+    state.call(consumer, |c, ctx| c.on_end(ctx))?;
+    Ok(outcome)
+}
+
+/// A recorded scan as the ledger takes it: the processes, and each one's
+/// recorded vpid.
+fn split_seed(procs: &[(ProcStat, u32)]) -> (Vec<ProcStat>, impl Fn(&ProcStat) -> u32) {
+    let stats = procs.iter().map(|(st, _)| *st).collect();
+    let vpids: FxHashMap<(u32, u64), u32> = procs
+        .iter()
+        .map(|(st, vpid)| ((st.pid, st.start_ticks), *vpid))
+        .collect();
+    let vpid_of = move |st: &ProcStat| {
+        vpids
+            .get(&(st.pid, st.start_ticks))
+            .copied()
+            .unwrap_or(st.pid)
+    };
+    (stats, vpid_of)
+}
+
+fn resync(
+    ledger: &mut Ledger,
+    now: Moment,
+    procs: &[(ProcStat, u32)],
+    emit: &mut impl FnMut(Change),
+) {
+    let (stats, vpid_of) = split_seed(procs);
+    ledger.resync(&stats, now.boot_ns, vpid_of, emit);
+}

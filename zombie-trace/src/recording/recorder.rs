@@ -1,0 +1,241 @@
+//! Writing a recording: the [`InputLog`] of a live session, into a
+//! container file (framed, checksummed, compressed chunks).
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::engine::live::InputLog;
+use crate::host::facts::{Identity, Pressure, ProcFacts};
+use crate::host::pressure::PidPressure;
+use crate::host::procfs::ProcStat;
+use crate::host::scan::{scan, vpid_resolver};
+use crate::model::{LedgerHealth, Moment};
+use crate::recording::RecordingError;
+use crate::recording::container::ContainerWriter;
+use crate::recording::records::{
+    EndRecord, FactsRecord, Header, Kind, PidPressureRecord, TickRecord, WireSizes, encode_json,
+    encode_moment, encode_procs,
+};
+
+/// A chunk is written when this much is buffered, or at the next flush
+/// (once a second).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// With `--max-bytes`, a new segment (which starts with a /proc scan, so
+/// that it replays on its own) every this fraction of the bound: dropping
+/// the oldest segment frees about a quarter of the file.
+const SEGMENTS_PER_BOUND: u64 = 4;
+
+/// What a recorder wrote so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecorderStats {
+    pub events: u64,
+    pub records: u64,
+    pub segments: u64,
+}
+
+/// Records a live session's inputs into a file.
+pub struct Recorder {
+    writer: ContainerWriter,
+    /// The first write error: recording stops there, and every flush
+    /// returns it.
+    failed: Option<String>,
+    /// The last facts written per process, pressure per cgroup subject, and
+    /// host pressure: only changes are written.
+    facts: FxHashMap<u32, Option<ProcFacts>>,
+    pid_pressure: FxHashMap<Option<u32>, PidPressure>,
+    pressure: Option<Option<Pressure>>,
+    max_bytes: Option<u64>,
+    /// Bytes buffered or written since the current segment started.
+    segment_bytes: u64,
+    pub stats: RecorderStats,
+}
+
+impl Recorder {
+    /// Creates (or truncates) `path` and writes the header.
+    pub fn create(
+        path: &Path,
+        command: &str,
+        started: Moment,
+        tick_interval: Duration,
+        max_bytes: Option<u64>,
+    ) -> Result<Self, RecordingError> {
+        let identity = Identity::read().map_err(|e| RecordingError::Host(e.to_string()))?;
+        let header = Header {
+            command: command.to_owned(),
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            host: identity,
+            tick_interval_ns: u64::try_from(tick_interval.as_nanos()).unwrap_or(u64::MAX),
+            started,
+            wire_sizes: WireSizes::current(),
+            max_bytes,
+        };
+        let writer =
+            ContainerWriter::create(path, &encode_json(&header), max_bytes).map_err(|e| {
+                RecordingError::Create {
+                    path: path.to_owned(),
+                    problem: e.to_string(),
+                }
+            })?;
+        Ok(Self {
+            writer,
+            failed: None,
+            facts: FxHashMap::default(),
+            pid_pressure: FxHashMap::default(),
+            pressure: None,
+            max_bytes,
+            segment_bytes: 0,
+            stats: RecorderStats::default(),
+        })
+    }
+
+    fn push(&mut self, kind: Kind, payload: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.writer.push(kind as u8, payload) {
+            self.failed = Some(e.to_string());
+            return;
+        }
+        self.stats.records += 1;
+        self.segment_bytes += payload.len() as u64 + 5;
+        if self.writer.buffered_bytes() >= CHUNK_BYTES {
+            self.write_chunk();
+        }
+    }
+
+    fn write_chunk(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.writer.flush_chunk() {
+            self.failed = Some(e.to_string());
+        }
+    }
+
+    /// Starts a new segment with a /proc scan of its own, when the bound
+    /// asks for one.
+    fn maybe_start_segment(&mut self, now: Moment) {
+        let Some(max) = self.max_bytes else {
+            return;
+        };
+        if self.segment_bytes < max / SEGMENTS_PER_BOUND {
+            return;
+        }
+        let Ok((stats, _)) = scan() else {
+            return; // try again at the next flush
+        };
+        self.write_chunk();
+        self.start_segment();
+        self.segment_bytes = 0;
+        let mut vpid_of = vpid_resolver();
+        let procs: Vec<(ProcStat, u32)> = stats.iter().map(|st| (*st, vpid_of(st))).collect();
+        self.push(Kind::Seed, &encode_procs(now, &procs));
+        // Facts are written again in the new segment: it must replay alone.
+        self.facts.clear();
+        self.pid_pressure.clear();
+        self.pressure = None;
+    }
+
+    fn start_segment(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        match self.writer.start_segment() {
+            Ok(()) => self.stats.segments += 1,
+            Err(e) => self.failed = Some(e.to_string()),
+        }
+    }
+
+    /// Segments dropped to keep the file under `--max-bytes`, and their bytes.
+    pub fn dropped(&self) -> (u64, u64) {
+        (self.writer.dropped_segments(), self.writer.dropped_bytes())
+    }
+}
+
+impl InputLog for Recorder {
+    fn seed(&mut self, now: Moment, procs: &[(ProcStat, u32)]) {
+        self.start_segment();
+        self.push(Kind::Seed, &encode_procs(now, procs));
+    }
+
+    fn event(&mut self, record: &[u8]) {
+        self.stats.events += 1;
+        self.push(Kind::Event, record);
+    }
+
+    fn batch(&mut self, now: Moment) {
+        let mut out = Vec::with_capacity(16);
+        encode_moment(&mut out, now);
+        self.push(Kind::Batch, &out);
+    }
+
+    fn resync(&mut self, now: Moment, procs: &[(ProcStat, u32)]) {
+        self.push(Kind::Resync, &encode_procs(now, procs));
+    }
+
+    fn tick(&mut self, now: Moment, health: &LedgerHealth, report: bool) {
+        let tick = TickRecord {
+            now,
+            health: *health,
+            report,
+        };
+        self.push(Kind::Tick, &encode_json(&tick));
+    }
+
+    fn end(&mut self, now: Moment, health: &LedgerHealth) {
+        let end = EndRecord {
+            now,
+            health: *health,
+        };
+        self.push(Kind::End, &encode_json(&end));
+    }
+
+    fn process_facts(&mut self, pid: u32, facts: Option<&ProcFacts>) {
+        if self
+            .facts
+            .get(&pid)
+            .is_some_and(|last| last.as_ref() == facts)
+        {
+            return;
+        }
+        self.facts.insert(pid, facts.cloned());
+        let record = FactsRecord {
+            pid,
+            facts: facts.cloned(),
+        };
+        self.push(Kind::Facts, &encode_json(&record));
+    }
+
+    fn pid_pressure(&mut self, pid: Option<u32>, pressure: &PidPressure) {
+        if self.pid_pressure.get(&pid) == Some(pressure) {
+            return;
+        }
+        self.pid_pressure.insert(pid, pressure.clone());
+        let record = PidPressureRecord {
+            pid,
+            pressure: pressure.clone(),
+        };
+        self.push(Kind::PidPressure, &encode_json(&record));
+    }
+
+    fn pressure(&mut self, pressure: Option<&Pressure>) {
+        if self.pressure == Some(pressure.copied()) {
+            return;
+        }
+        self.pressure = Some(pressure.copied());
+        self.push(Kind::Pressure, &encode_json(&pressure));
+    }
+
+    fn flush(&mut self, now: Moment) -> io::Result<()> {
+        self.write_chunk();
+        if let Some(message) = &self.failed {
+            return Err(io::Error::other(message.clone()));
+        }
+        self.maybe_start_segment(now);
+        Ok(())
+    }
+}
