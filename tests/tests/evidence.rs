@@ -190,6 +190,24 @@ fn a_recorder_killed_with_sigkill_leaves_a_file_that_reports_the_leak() {
     let lines = json_lines(&out.stdout);
     let row = last_report_parent(&lines, pid).expect("the leaking parent is in the report");
     assert_eq!(row["pending_zombies"], owed, "{row}");
+    // Without privileges, elsewhere: the same answer.
+    let unprivileged = UnprivilegedBinary::new();
+    let copy = unprivileged.dir().join("incident.ztr");
+    std::fs::copy(&file, &copy).expect("copy the recording");
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("make it readable");
+    let as_nobody = unprivileged
+        .command()
+        .args(["report", copy.to_str().expect("UTF-8"), "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run report as nobody");
+    assert!(
+        as_nobody.status.success(),
+        "report needs no privileges: {}",
+        String::from_utf8_lossy(&as_nobody.stderr)
+    );
+    assert_eq!(as_nobody.stdout, out.stdout, "the same lines as root's replay");
     // The text summary names it as the worst parent.
     let text = report(&file, &[]);
     let summary = String::from_utf8_lossy(&text.stdout);

@@ -129,6 +129,12 @@ impl UnprivilegedBinary {
         Self { dir, path }
     }
 
+    /// The world-readable directory the copy is in (for files nobody must read).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// A command running the copy, as nobody when the tests run as root.
     pub fn command(&self) -> Command {
         let mut command = Command::new(&self.path);
