@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: what zombie-trace costs and whether it keeps count,
 //! measured side by side on this machine.
 //!
-//! Five figures, each against a target:
+//! Six figures, each against a target:
 //!
 //! 1. CPU per fork → exit → reap cycle of a fork storm: the BPF run time of
 //!    the tracer's own programs (kernel bpf_stats, read from the tracer
@@ -16,6 +16,9 @@
 //!    ≤ 0.5× ps.
 //! 5. Peak RSS with the burst's zombies tracked (target ≤ 64 MiB), and the
 //!    exit → visible latency of the alert and report paths.
+//! 6. Recording (see [`recording`]): CPU that `--record` adds to `watch`
+//!    (target ≤ 10%), replay speed (target ≥ 1 M events/s) and bytes per
+//!    recorded lifecycle (a 30,000-exit burst in a few MB).
 //!
 //! Figures 1 and 2 are fork storms, whose speed drifts by tens of percent
 //! between seconds on a shared VM. So they run many short storms (1 s by
@@ -44,6 +47,7 @@
 //! subreaper), and every process the bench starts is stopped by its PID and
 //! waited for.
 
+mod recording;
 mod stats;
 
 use std::collections::{BTreeMap, HashMap};
@@ -118,6 +122,13 @@ pub struct BenchArgs {
     /// exit → visible samples for figure 5.
     #[arg(long, default_value_t = 100)]
     latency_samples: usize,
+    /// Rounds of figure 6, each one storm under `watch` and one under
+    /// `watch --record`.
+    #[arg(long, default_value_t = 7)]
+    record_rounds: usize,
+    /// Lifecycles of the recorded storm whose replay figure 6 times.
+    #[arg(long, default_value_t = 200_000)]
+    replay_lifecycles: u64,
     /// Only these figures, e.g. `--only 1,3` (docs are written only when all run).
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
@@ -154,6 +165,8 @@ impl BenchArgs {
             self.startup_zombies = self.startup_zombies.min(2000);
             self.startup_runs = self.startup_runs.min(2);
             self.latency_samples = self.latency_samples.min(20);
+            self.record_rounds = self.record_rounds.min(2);
+            self.replay_lifecycles = self.replay_lifecycles.min(20_000);
             self.no_write = true;
         }
     }
@@ -223,12 +236,13 @@ pub fn bench(ws: &Workspace, mut args: BenchArgs) -> Result<()> {
 
     let mut figures: Vec<Figure> = Vec::new();
     let mut rss: Option<Measured> = None;
-    let plan: [(u8, &str); 5] = [
+    let plan: [(u8, &str); 6] = [
         (1, "CPU per fork→exit→reap cycle"),
         (2, "fork-storm throughput, traced / untraced"),
         (3, "burst: ledger exact against /proc, loss 0"),
         (4, "start-up with pre-existing zombies"),
         (5, "peak RSS and exit → visible latency"),
+        (6, "recording: CPU added, replay speed, bytes per lifecycle"),
     ];
     for (number, title) in plan {
         if !args.wants(number) {
@@ -243,7 +257,8 @@ pub fn bench(ws: &Workspace, mut args: BenchArgs) -> Result<()> {
                 figure
             }),
             4 => startup(&bins, &args, workers),
-            _ => rss_and_latency(&bins, &args, rss.take()),
+            5 => rss_and_latency(&bins, &args, rss.take()),
+            _ => recording::recording(&bins, &args, workers, &work),
         };
         let figure = result.unwrap_or_else(|err| Figure::failed(number, title, &err));
         eprintln!("{}", figure.table_row());

@@ -78,11 +78,16 @@ const CHUNK_HEADER_CRC_OFFSET: usize = CHUNK_HEADER_LEN - CRC_LEN;
 /// `kind: u8` and `len: u32` in front of each record payload.
 const RECORD_FRAMING_LEN: usize = 5;
 const KNOWN_CHUNK_FLAGS: u16 = CHUNK_FLAG_SEGMENT_START;
-/// zstd's default. Measured on 48-byte process events (the `measure` test):
-/// ~14 bytes each at ~150 MB/s, i.e. ~0.35 µs of CPU per event; level 1 is
-/// ~1.5x faster for 2-5% more bytes, level 9 saves ~10% at a quarter of the
-/// speed.
-const COMPRESSION_LEVEL: i32 = 3;
+/// Compression is most of what recording costs (a profile of `watch
+/// --record` during a fork storm: 52% of its CPU in zstd at level 3).
+/// Measured on 48-byte process events in chunks of 1,000 records (the
+/// `measure` test): level 3 ~230 MB/s and 14.4 bytes a record, level 1
+/// ~300 MB/s and 14.9, level -3 ~400 MB/s and 17.4, level -7 ~415 MB/s and
+/// 27.6; larger chunks compress a little smaller and much slower (level 3
+/// at 30,000 records a chunk: ~150 MB/s). Level 1 in small chunks (the
+/// recorder writes one every 64 KiB) keeps a 30,000-exit burst near 1.5 MB
+/// at about half level 3's CPU.
+const COMPRESSION_LEVEL: i32 = 1;
 /// A damaged record count must not size an allocation: start with at most
 /// this many slots and let real records grow the vector.
 const MAX_RECORDS_PREALLOCATED: usize = 4096;
@@ -2025,7 +2030,7 @@ mod tests {
     #[ignore = "measurement; run in release with --ignored --nocapture"]
     fn measure() {
         let events = process_events(30_000);
-        for level in [1, 3, 9] {
+        for level in [-7, -3, -1, 1, 3] {
             for per_chunk in [1_000, 5_000, 30_000] {
                 let mut bytes = Vec::new();
                 let mut elapsed = std::time::Duration::MAX;
