@@ -33,6 +33,7 @@
 //! children) and exits 0.
 
 pub mod chromium;
+pub mod prometheus;
 
 pub mod workload {
     //! Helpers shared by the workload programs in `src/bin/`.

@@ -207,7 +207,10 @@ fn a_recorder_killed_with_sigkill_leaves_a_file_that_reports_the_leak() {
         "report needs no privileges: {}",
         String::from_utf8_lossy(&as_nobody.stderr)
     );
-    assert_eq!(as_nobody.stdout, out.stdout, "the same lines as root's replay");
+    assert_eq!(
+        as_nobody.stdout, out.stdout,
+        "the same lines as root's replay"
+    );
     // The text summary names it as the worst parent.
     let text = report(&file, &[]);
     let summary = String::from_utf8_lossy(&text.stdout);

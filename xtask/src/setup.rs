@@ -415,19 +415,26 @@ fn is_libllvm_name(name: &str) -> bool {
 }
 
 /// Debian packages the test suite needs, by the command each provides:
-/// headless Chromium opens the HTML incident report in a real browser.
-pub const TEST_PACKAGES: [(&str, &str); 1] = [("chromium", "chromium")];
+/// headless Chromium opens the HTML incident report in a real browser; a
+/// real Prometheus scrapes `serve` and evaluates the shipped alert rules,
+/// and its promtool checks them.
+pub const TEST_PACKAGES: [(&str, &str); 3] = [
+    ("chromium", "chromium"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+];
 
 /// Installs the Debian packages of `packages` whose command is missing
 /// (`apt-get update` once, then `apt-get install`). Needs root; without it,
 /// says what to install and leaves the tests that need it to skip (outside
 /// CI) or fail (in CI).
 pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = packages
+    let mut missing: Vec<&str> = packages
         .iter()
         .filter(|(command, _)| find_in_path(command).is_none())
         .map(|&(_, package)| package)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }

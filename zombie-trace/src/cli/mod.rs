@@ -6,6 +6,7 @@ mod explain;
 mod latency;
 mod record;
 mod report;
+mod serve;
 mod snapshot;
 mod watch;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Replay a recording (no privileges): what happened, the `watch`
     /// output it would have given, an HTML page with a timeline.
     Report(report::ReportArgs),
+    /// Run as an agent (needs root): Prometheus metrics, a health check and
+    /// the current report over HTTP, on loopback unless told otherwise.
+    Serve(serve::ServeArgs),
     /// Zombies grouped by the parent that owes the reap, from /proc only (no privileges).
     Snapshot(snapshot::SnapshotArgs),
     /// What this kernel and these privileges allow, and the fix for each missing part.
@@ -59,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain::run(args),
         Command::Record(args) => traced(record::run(args)),
         Command::Report(args) => report::run(args),
+        Command::Serve(args) => traced(serve::run(args)),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Check(args) => check::run(args),
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::engine::{Consumer, Context, Counting};
+use crate::engine::{Consumer, Context, Counting, Query};
 use crate::host::facts::{self, HostFacts, LiveHost, Pressure, ProcFacts};
 use crate::host::pressure::PidPressure;
 use crate::host::procfs::{self, ProcError, ProcStat, ScanSummary};
@@ -395,8 +395,36 @@ impl Session {
             started: self.started,
             now,
             host: &mut host,
+            programs: None,
         };
         call(consumer, &mut ctx).map_err(SessionError::Output)
+    }
+
+    /// Answers `query` from the ledger with everything queued applied.
+    fn answer<C: Consumer + ?Sized>(
+        &mut self,
+        consumer: &mut C,
+        query: Query,
+    ) -> Result<(), SessionError> {
+        self.drain_batch(consumer)?;
+        let now = facts::now()?;
+        let health = self.health();
+        let programs = self.tracer.program_runs();
+        let mut host = LoggedHost {
+            log: self.log.as_deref_mut(),
+        };
+        let mut ctx = Context {
+            ledger: &self.ledger,
+            health,
+            started: self.started,
+            now,
+            host: &mut host,
+            programs,
+        };
+        let answer = consumer.on_query(&mut ctx, &query);
+        // The asker may have given up (a timeout): nothing to do then.
+        let _ = query.reply.send(answer);
+        Ok(())
     }
 
     /// Ends a batch: if it changed the ledger, `after_batch` at this moment.
@@ -542,6 +570,19 @@ impl Session {
         duration: Option<Duration>,
         interval: Option<Duration>,
     ) -> Result<(), SessionError> {
+        self.run_answering(consumer, duration, interval, None).await
+    }
+
+    /// [`Session::run`], also answering the [`Query`]s that come through
+    /// `queries` (an HTTP server's requests), each from the ledger as it
+    /// stands with everything queued applied.
+    pub async fn run_answering<C: Consumer + ?Sized>(
+        &mut self,
+        consumer: &mut C,
+        duration: Option<Duration>,
+        interval: Option<Duration>,
+        mut queries: Option<&mut tokio::sync::mpsc::Receiver<Query>>,
+    ) -> Result<(), SessionError> {
         let mut sigint =
             signal(SignalKind::interrupt()).map_err(|e| SessionError::Signal("SIGINT", e))?;
         let mut sigterm =
@@ -570,6 +611,12 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            let next_query = async {
+                match queries.as_deref_mut() {
+                    Some(q) => q.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 ready = self.tracer.readable() => {
                     ready?;
@@ -580,6 +627,7 @@ impl Session {
                 // drain when the interval is that short.)
                 _ = ticker.tick() => self.tick(consumer, interval.is_some())?,
                 _ = flusher.tick(), if recording => self.flush_log()?,
+                Some(query) = next_query => self.answer(consumer, query)?,
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 _ = sighup.recv() => break,

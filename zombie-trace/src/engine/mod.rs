@@ -11,12 +11,14 @@
 //! consumer never reads the clock or /proc itself, and replaying a
 //! recording gives what the live run gave.
 pub mod explain;
+pub mod http;
 pub mod live;
 pub mod replay;
 
 use std::io;
 
 use crate::host::facts::HostFacts;
+use crate::kernel::tracer::ProgramRun;
 use crate::model::{Change, Ledger, LedgerHealth, Moment};
 
 /// What a consumer sees at a batch, a tick or the end.
@@ -28,6 +30,39 @@ pub struct Context<'a> {
     /// This moment.
     pub now: Moment,
     pub host: &'a mut dyn HostFacts,
+    /// The programs' run time and count, when a query asked and the kernel
+    /// counts them; empty otherwise.
+    pub programs: Option<Vec<ProgramRun>>,
+}
+
+/// A question from outside the engine (an HTTP request), answered by the
+/// consumer from the ledger as it stands when the engine takes it.
+#[derive(Debug)]
+pub struct Query {
+    /// What is asked: a path such as `/metrics`.
+    pub path: String,
+    /// The request's `Accept` header, for content negotiation.
+    pub accept: String,
+    pub reply: tokio::sync::oneshot::Sender<Answer>,
+}
+
+/// The answer to a [`Query`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn not_found(path: &str) -> Self {
+        Self {
+            status: 404,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("no such path: {path} (try /metrics, /healthz, /parents)\n"),
+        }
+    }
 }
 
 /// What a command does with what the engine sees.
@@ -46,6 +81,10 @@ pub trait Consumer {
     /// Once, after the last events.
     fn on_end(&mut self, _ctx: &mut Context<'_>) -> io::Result<()> {
         Ok(())
+    }
+    /// A question from outside, after everything queued was applied.
+    fn on_query(&mut self, _ctx: &mut Context<'_>, query: &Query) -> Answer {
+        Answer::not_found(&query.path)
     }
 }
 

@@ -108,6 +108,7 @@ impl State {
             started: self.started,
             now: self.now,
             host: &mut self.host,
+            programs: None,
         };
         call(consumer, &mut ctx)
     }
@@ -355,8 +356,8 @@ mod tests {
                 (Kind::Event as u8, bytes)
             })
         });
-        let scan = (prop::bool::ANY, small_bytes(45 * 6), any::<u64>()).prop_map(
-            |(seed, bytes, t)| {
+        let scan =
+            (prop::bool::ANY, small_bytes(45 * 6), any::<u64>()).prop_map(|(seed, bytes, t)| {
                 let procs: Vec<(ProcStat, u32)> = bytes
                     .chunks(45)
                     .map(|c| {
@@ -382,8 +383,7 @@ mod tests {
                     unix_ns: t,
                 };
                 (kind as u8, encode_procs(now, &procs))
-            },
-        );
+            });
         let moment = any::<u64>().prop_map(|t| {
             let mut out = Vec::new();
             encode_moment(

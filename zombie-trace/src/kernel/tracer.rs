@@ -1,5 +1,7 @@
 //! Loading and attaching the eBPF programs, and draining their ring buffer.
 
+use std::time::Duration;
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
@@ -26,7 +28,7 @@ pub static EBPF_OBJECT: &[u8] =
 /// second and a fork storm ~1 µs per process on wake-ups alone; at 50 ms,
 /// 3.4 ms a second and ~0.4 µs, for an alert that comes tens of
 /// milliseconds later — nothing, for zombies that matter after seconds.
-pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How a program attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +258,15 @@ fn syscall_tracepoint<'a>(
 }
 
 /// The loaded and attached programs. Detached when dropped.
+/// How long one attached program has run, from the kernel's BPF
+/// statistics (only counted while `kernel.bpf_stats_enabled` is 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramRun {
+    pub program: String,
+    pub run_time: Duration,
+    pub runs: u64,
+}
+
 pub struct Tracer {
     ring: AsyncFd<RingBuf<MapData>>,
     /// Warnings the programs log (through aya-log) when a kernel read fails;
@@ -265,7 +276,7 @@ pub struct Tracer {
     args_from_regs: bool,
     btf_tracepoints: bool,
     // Owns the programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf_object: Ebpf,
 }
 
 impl Tracer {
@@ -377,7 +388,7 @@ impl Tracer {
             lost,
             args_from_regs: layout.args_from_regs != 0,
             btf_tracepoints: sched == SchedPrograms::Btf,
-            _ebpf: ebpf,
+            ebpf_object: ebpf,
         })
     }
 
@@ -421,6 +432,30 @@ impl Tracer {
             ready.map_err(TracerError::Poll)?.clear_ready();
         }
         Ok(())
+    }
+
+    /// Run time and count of every loaded program; `None` unless the kernel
+    /// counts them (`sysctl kernel.bpf_stats_enabled=1`: counting costs a
+    /// little on every run, so it is off by default and we never turn it on).
+    pub fn program_runs(&self) -> Option<Vec<ProgramRun>> {
+        let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .is_ok_and(|v| v.trim() == "1");
+        if !enabled {
+            return None;
+        }
+        Some(
+            self.ebpf_object
+                .programs()
+                .filter_map(|(name, program)| {
+                    let info = program.info().ok()?;
+                    Some(ProgramRun {
+                        program: name.to_owned(),
+                        run_time: info.run_time(),
+                        runs: info.run_count(),
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Hands every record available now to `handle`, as the kernel wrote

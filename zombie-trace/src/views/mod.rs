@@ -2,6 +2,7 @@
 pub mod diagnosis;
 pub mod incident;
 pub mod latency;
+pub mod metrics;
 pub mod report;
 pub mod timeline;
 pub mod watch;
