@@ -6,6 +6,7 @@ mod explain;
 mod latency;
 mod record;
 mod report;
+mod run;
 mod serve;
 mod snapshot;
 mod watch;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use zombie_trace::engine::live::Session;
-use zombie_trace::kernel::check::privilege_problem;
+use zombie_trace::kernel::check::privilege_problem_of;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::views::report::Filter;
 use zombie_trace_common::DEFAULT_RING_BYTES;
@@ -45,6 +46,9 @@ enum Command {
     /// Replay a recording (no privileges): what happened, the `watch`
     /// output it would have given, an HTML page with a timeline.
     Report(report::ReportArgs),
+    /// Run a command as a test of its process tree's reaping (needs root):
+    /// fails when a zombie in the tree stays unreaped longer than the grace.
+    Run(run::RunArgs),
     /// Run as an agent (needs root): Prometheus metrics, a health check and
     /// the current report over HTTP, on loopback unless told otherwise.
     Serve(serve::ServeArgs),
@@ -58,12 +62,13 @@ pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Watch(args) => traced(watch::run(args)),
-        Command::Latency(args) => traced(latency::run(args)),
+        Command::Watch(args) => traced("watch", watch::run(args)),
+        Command::Latency(args) => traced("latency", latency::run(args)),
         Command::Explain(args) => explain::run(args),
-        Command::Record(args) => traced(record::run(args)),
+        Command::Record(args) => traced("record", record::run(args)),
         Command::Report(args) => report::run(args),
-        Command::Serve(args) => traced(serve::run(args)),
+        Command::Run(args) => run::main(args),
+        Command::Serve(args) => traced("serve", serve::run(args)),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Check(args) => check::run(args),
     };
@@ -136,9 +141,13 @@ pub fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Runs a live-tracing command: privileges first, then its loop in a runtime.
-pub fn traced(command: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
-    if let Some(problem) = privilege_problem() {
+/// Runs the live-tracing command `name`: privileges first, then its loop in
+/// a runtime.
+pub fn traced(
+    name: &str,
+    command: impl Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(problem) = privilege_problem_of(name) {
         eprintln!("zombie-trace: {problem}");
         return Ok(ExitCode::FAILURE);
     }

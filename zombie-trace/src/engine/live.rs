@@ -581,7 +581,7 @@ impl Session {
         consumer: &mut C,
         duration: Option<Duration>,
         interval: Option<Duration>,
-        mut queries: Option<&mut tokio::sync::mpsc::Receiver<Query>>,
+        queries: Option<&mut tokio::sync::mpsc::Receiver<Query>>,
     ) -> Result<(), SessionError> {
         let mut sigint =
             signal(SignalKind::interrupt()).map_err(|e| SessionError::Signal("SIGINT", e))?;
@@ -591,6 +591,34 @@ impl Session {
         let mut sighup =
             signal(SignalKind::hangup()).map_err(|e| SessionError::Signal("SIGHUP", e))?;
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+        let stop = async move {
+            let until_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+                _ = sighup.recv() => {}
+                () = until_deadline => {}
+            }
+        };
+        self.run_until_stop(consumer, stop, interval, queries).await
+    }
+
+    /// Feeds `consumer` until `stop` completes (the caller decides what
+    /// ends the session: signals, a deadline, a command's exit), ticking
+    /// every `interval` (reports) if given, else every
+    /// [`MAINTAIN_INTERVAL`]; answers `queries`; then [`Session::finish`].
+    pub async fn run_until_stop<C: Consumer + ?Sized>(
+        &mut self,
+        consumer: &mut C,
+        stop: impl Future<Output = ()>,
+        interval: Option<Duration>,
+        mut queries: Option<&mut tokio::sync::mpsc::Receiver<Query>>,
+    ) -> Result<(), SessionError> {
         let mut ticker = tokio::time::interval(interval.unwrap_or(MAINTAIN_INTERVAL));
         // The first tick is immediate: the first report comes at once.
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -604,13 +632,8 @@ impl Session {
         if let Some(log) = self.log.as_deref_mut() {
             log.batch(now);
         }
+        let mut stop = std::pin::pin!(stop);
         loop {
-            let until_deadline = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
             let next_query = async {
                 match queries.as_deref_mut() {
                     Some(q) => q.recv().await,
@@ -628,10 +651,7 @@ impl Session {
                 _ = ticker.tick() => self.tick(consumer, interval.is_some())?,
                 _ = flusher.tick(), if recording => self.flush_log()?,
                 Some(query) = next_query => self.answer(consumer, query)?,
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
-                _ = sighup.recv() => break,
-                () = until_deadline => break,
+                () = &mut stop => break,
             }
         }
         self.finish(consumer)

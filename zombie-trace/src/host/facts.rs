@@ -24,6 +24,9 @@ pub struct ProcFacts {
     pub masks: Option<SigMasks>,
     /// PIDs in each namespace from ours down (NSpid).
     pub ns_pids: Vec<u32>,
+    /// The command line it runs (`/proc/PID/cmdline`, NULs as spaces).
+    #[serde(default)]
+    pub cmdline: Option<String>,
 }
 
 impl ProcFacts {
@@ -41,6 +44,13 @@ impl ProcFacts {
             wchan,
             masks: procfs::parse_sig_masks(status.as_bytes()),
             ns_pids: procfs::parse_ns_pids(&status),
+            cmdline: std::fs::read(format!("/proc/{pid}/cmdline"))
+                .ok()
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    let text = String::from_utf8_lossy(&c).replace('\0', " ");
+                    text.trim_end().to_owned()
+                }),
         })
     }
 

@@ -193,17 +193,49 @@ fn plural(n: usize) -> &'static str {
 /// for `zombie-trace watch` to print before trying; `None` when it can (as far
 /// as can be told without trying).
 pub fn privilege_problem() -> Option<String> {
-    privilege_problem_for(&Privileges::current())
+    privilege_problem_of("watch")
 }
 
-fn privilege_problem_for(p: &Privileges) -> Option<String> {
+/// [`privilege_problem`] for the live command `command` (`watch`, `run`, ...),
+/// which the message names; also refuses a PID namespace other than the
+/// host's.
+pub fn privilege_problem_of(command: &str) -> Option<String> {
+    privilege_problem_for(&Privileges::current(), command)
+        .or_else(|| pid_namespace_problem(command))
+}
+
+/// The inode of the initial PID namespace (`PROC_PID_INIT_INO`), the same
+/// on every kernel.
+const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+
+/// The kernel reports the host's PIDs; /proc in another PID namespace shows
+/// that namespace's: the two would not match, and every count would be
+/// wrong. So live tracing runs in the host's PID namespace only.
+fn pid_namespace_problem(command: &str) -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let inode: u64 = link
+        .to_str()?
+        .strip_prefix("pid:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    (inode != PROC_PID_INIT_INO).then(|| {
+        format!(
+            "zombie-trace {command} must run in the host's PID namespace (the kernel reports host PIDs, \
+             this /proc shows a container's): run it on the host, or give its container the host's \
+             PID namespace (`docker run --pid=host`, Kubernetes `hostPID: true`); the commands it \
+             traces may run in any namespace."
+        )
+    })
+}
+
+fn privilege_problem_for(p: &Privileges, command: &str) -> Option<String> {
     if p.in_child_user_namespace {
-        return Some(
-            "zombie-trace watch cannot load eBPF programs inside a user namespace \
-             (rootless container): run `sudo zombie-trace watch` on the host, or use \
+        return Some(format!(
+            "zombie-trace {command} cannot load eBPF programs inside a user namespace \
+             (rootless container): run `sudo zombie-trace {command}` on the host, or use \
              `zombie-trace snapshot`, which reads /proc only and needs no privileges."
-                .to_owned(),
-        );
+        ));
     }
     let can_load = match p.cap_eff {
         Some(caps) => can_load_bpf(caps),
@@ -212,12 +244,11 @@ fn privilege_problem_for(p: &Privileges) -> Option<String> {
     if can_load {
         None
     } else {
-        Some(
-            "zombie-trace watch needs root (or CAP_BPF and CAP_PERFMON) to load its eBPF \
-             programs: run `sudo zombie-trace watch`, or use `zombie-trace snapshot`, \
+        Some(format!(
+            "zombie-trace {command} needs root (or CAP_BPF and CAP_PERFMON) to load its eBPF \
+             programs: run `sudo zombie-trace {command}`, or use `zombie-trace snapshot`, \
              which reads /proc only and needs no privileges."
-                .to_owned(),
-        )
+        ))
     }
 }
 
@@ -271,7 +302,7 @@ impl Privileges {
     }
 
     fn can_load_bpf(&self) -> bool {
-        privilege_problem_for(self).is_none()
+        privilege_problem_for(self, "watch").is_none()
     }
 
     /// Mounting tracefs needs CAP_SYS_ADMIN.
@@ -1002,26 +1033,35 @@ mod tests {
     #[test]
     fn privilege_problem_messages() {
         let bit = |c: u32| 1u64 << c;
-        assert_eq!(privilege_problem_for(&privileges(0, Some(u64::MAX))), None);
         assert_eq!(
-            privilege_problem_for(&privileges(1000, Some(bit(CAP_BPF) | bit(CAP_PERFMON)))),
+            privilege_problem_for(&privileges(0, Some(u64::MAX)), "watch"),
             None
         );
-        let msg = privilege_problem_for(&privileges(1000, Some(0))).unwrap();
-        assert!(msg.contains("sudo zombie-trace watch"), "{msg}");
+        assert_eq!(
+            privilege_problem_for(
+                &privileges(1000, Some(bit(CAP_BPF) | bit(CAP_PERFMON))),
+                "watch"
+            ),
+            None
+        );
+        let msg = privilege_problem_for(&privileges(1000, Some(0)), "run").unwrap();
+        assert!(
+            msg.contains("sudo zombie-trace run"),
+            "the message names the command: {msg}"
+        );
         assert!(msg.contains("zombie-trace snapshot"), "{msg}");
         assert!(!msg.contains('\n'));
         // Root without the capabilities (e.g. dropped by a container runtime).
-        assert!(privilege_problem_for(&privileges(0, Some(0))).is_some());
+        assert!(privilege_problem_for(&privileges(0, Some(0)), "watch").is_some());
         // Unknown capabilities: fall back on the uid.
-        assert_eq!(privilege_problem_for(&privileges(0, None)), None);
-        assert!(privilege_problem_for(&privileges(1000, None)).is_some());
+        assert_eq!(privilege_problem_for(&privileges(0, None), "watch"), None);
+        assert!(privilege_problem_for(&privileges(1000, None), "watch").is_some());
         let userns = Privileges {
             in_child_user_namespace: true,
             ..privileges(0, Some(u64::MAX))
         };
         assert!(
-            privilege_problem_for(&userns)
+            privilege_problem_for(&userns, "watch")
                 .unwrap()
                 .contains("user namespace")
         );

@@ -535,7 +535,11 @@ impl Diagnoser<'_> {
             };
         }
         let w = p.waits;
+        // Only the process's own rt_sigaction removes its handler: an execve
+        // resetting the handler of the program it replaced (a shell's, when
+        // a shell starts it) leaves a program that never had one.
         if let Some(change) = p.last_sigchld_change
+            && change.cause == ChangeCause::Sigaction
             && change.from == SigchldAction::Handler
             && change.to != SigchldAction::Handler
             && w.last_reap_ns <= change.at_ns

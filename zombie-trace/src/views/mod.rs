@@ -1,5 +1,6 @@
 //! Views: pure functions of the ledger, a clock reading and host facts.
 pub mod diagnosis;
+pub mod guard;
 pub mod incident;
 pub mod latency;
 pub mod metrics;
