@@ -190,6 +190,36 @@ pub mod workload {
         handler as *const () as libc::sighandler_t
     }
 
+    /// Children reaped by the handler [`install_reaping_handler`] installs.
+    static REAPED_BY_HANDLER: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
+    extern "C" fn reap_on_sigchld(_sig: c_int) {
+        // SAFETY: only async-signal-safe calls: errno access and waitpid.
+        unsafe {
+            let errno = *libc::__errno_location();
+            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {
+                REAPED_BY_HANDLER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            *libc::__errno_location() = errno;
+        }
+    }
+
+    /// Installs the SIGCHLD handler a correct parent has (`SA_RESTART`): it
+    /// loops `waitpid(-1, WNOHANG)` and counts the children it reaps.
+    pub fn install_reaping_handler() {
+        set_signal(
+            libc::SIGCHLD,
+            handler_addr(reap_on_sigchld),
+            libc::SA_RESTART,
+        );
+    }
+
+    /// How many children the handler of [`install_reaping_handler`] reaped.
+    pub fn reaped_by_handler() -> usize {
+        REAPED_BY_HANDLER.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The fields of `/proc/<pid>/stat` the workloads care about.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct ProcStat {

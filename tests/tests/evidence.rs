@@ -11,28 +11,6 @@ use common::*;
 use serde_json::Value;
 use zombie_trace_tests::Workload;
 
-/// A private directory for one test's files, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("zt-evidence-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the scratch directory");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn zombie_trace(args: &[&str]) -> Output {
     Command::new(workspace_bin("zombie-trace"))
         .args(args)
@@ -84,7 +62,7 @@ fn report_json_replays_exactly_what_watch_json_printed_live() {
     if !privileged("report_json_replays_exactly_what_watch_json_printed_live") {
         return;
     }
-    let scratch = Scratch::new("equal");
+    let scratch = Scratch::new("evidence-equal");
     let file = scratch.path("incident.ztr");
     let flags = ["--interval", "0.3", "--threshold", "8"];
     let mut watch = Command::new(workspace_bin("zombie-trace"))
@@ -104,10 +82,17 @@ fn report_json_replays_exactly_what_watch_json_printed_live() {
     let reaping = Workload::start("handler-reaps", &["10"]);
     let ignoring = Workload::start("ignores-sigchld", &["10"]);
     let subreaper = Workload::start("subreaper", &["9"]);
+    // Read as it comes: a full pipe would block watch.
+    let mut stdout = watch.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut live = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut live).map(|_| live)
+    });
     let status = wait_for(&mut watch, Duration::from_secs(20));
     assert!(status.success(), "watch --record: {status}");
-    let mut live = Vec::new();
-    std::io::Read::read_to_end(&mut watch.stdout.take().expect("stdout"), &mut live)
+    let live = reader
+        .join()
+        .expect("the reader thread")
         .expect("read watch output");
     drop((reaping, ignoring));
     let replayed = report(
@@ -178,7 +163,7 @@ fn a_recorder_killed_with_sigkill_leaves_a_file_that_reports_the_leak() {
     if !privileged("a_recorder_killed_with_sigkill_leaves_a_file_that_reports_the_leak") {
         return;
     }
-    let scratch = Scratch::new("killed");
+    let scratch = Scratch::new("evidence-killed");
     let (file, pid, owed) = killed_recording(&scratch, Duration::from_secs(3));
     let out = report(&file, &["--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -241,7 +226,7 @@ fn damaged_recordings_never_panic_and_never_hide_the_damage() {
     if !privileged("damaged_recordings_never_panic_and_never_hide_the_damage") {
         return;
     }
-    let scratch = Scratch::new("damaged");
+    let scratch = Scratch::new("evidence-damaged");
     let (file, _, _) = killed_recording(&scratch, Duration::from_secs(2));
     let intact = std::fs::read(&file).expect("read the recording");
     let reference = report(&file, &["--json"]);
@@ -292,7 +277,7 @@ fn a_bounded_recording_drops_its_oldest_segments_and_says_so() {
     if !privileged("a_bounded_recording_drops_its_oldest_segments_and_says_so") {
         return;
     }
-    let scratch = Scratch::new("bounded");
+    let scratch = Scratch::new("evidence-bounded");
     let file = scratch.path("bounded.ztr");
     let max = 96 * 1024;
     let mut recorder = Command::new(workspace_bin("zombie-trace"))
@@ -333,7 +318,7 @@ fn report_views_as_of_a_time_latency_and_explain() {
     if !privileged("report_views_as_of_a_time_latency_and_explain") {
         return;
     }
-    let scratch = Scratch::new("views");
+    let scratch = Scratch::new("evidence-views");
     let (file, pid, owed) = killed_recording(&scratch, Duration::from_secs(2));
     // As of the start, before the leak: the parent owes nothing.
     let at_start = report(&file, &["--json", "--at", "0.5s"]);
@@ -374,7 +359,7 @@ fn report_views_as_of_a_time_latency_and_explain() {
 
 #[test]
 fn a_file_that_is_not_a_recording_gets_one_line_and_exit_2() {
-    let scratch = Scratch::new("notrec");
+    let scratch = Scratch::new("evidence-notrec");
     let text = scratch.path("notes.txt");
     std::fs::write(&text, "these are my incident notes\n").expect("write");
     let empty = scratch.path("empty.ztr");
@@ -405,7 +390,7 @@ fn the_html_report_opens_in_a_real_browser_and_the_perfetto_trace_has_every_zomb
         eprintln!("skipping {test}: {problem}");
         return;
     }
-    let scratch = Scratch::new("html");
+    let scratch = Scratch::new("evidence-html");
     let (file, pid, owed) = killed_recording(&scratch, Duration::from_secs(2));
     let html = scratch.path("incident.html");
     let trace = scratch.path("incident.trace.json");

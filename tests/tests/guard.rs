@@ -12,7 +12,6 @@ mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
@@ -846,7 +845,7 @@ fn a_command_that_is_not_executable_exits_126_and_says_so() {
     if !privileged("a_command_that_is_not_executable_exits_126_and_says_so") {
         return;
     }
-    let scratch = Scratch::new("not-executable");
+    let scratch = Scratch::new("guard-not-executable");
     let file = scratch.path("not-executable.sh");
     std::fs::write(&file, "#!/bin/sh\nexit 0\n").expect("write the script");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
@@ -911,28 +910,6 @@ fn sigint_stops_the_command_and_still_prints_the_verdict() {
 // ---------------------------------------------------------------------------
 // JUnit
 // ---------------------------------------------------------------------------
-
-/// A private directory for one test's files, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("zt-guard-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the scratch directory");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A numeric attribute of a JUnit element.
 fn count_attr(node: roxmltree::Node, name: &str, xml: &str) -> u64 {
@@ -1043,7 +1020,7 @@ fn junit_output_has_the_common_shape_for_a_pass_and_a_failure() {
     if !privileged("junit_output_has_the_common_shape_for_a_pass_and_a_failure") {
         return;
     }
-    let scratch = Scratch::new("junit");
+    let scratch = Scratch::new("guard-junit");
     let runner = bin("job-runner");
 
     let passing = scratch.path("pass.xml");

@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: what zombie-trace costs and whether it keeps count,
 //! measured side by side on this machine.
 //!
-//! Six figures, each against a target:
+//! Seven figures, each against a target:
 //!
 //! 1. CPU per fork → exit → reap cycle of a fork storm: the BPF run time of
 //!    the tracer's own programs (kernel bpf_stats, read from the tracer
@@ -19,6 +19,11 @@
 //! 6. Recording (see [`recording`]): CPU that `--record` adds to `watch`
 //!    (target ≤ 10%), replay speed (target ≥ 1 M events/s) and bytes per
 //!    recorded lifecycle (a 30,000-exit burst in a few MB).
+//! 7. `serve` (see [`serve`]): wall time of a `/metrics` scrape with the
+//!    burst's zombies tracked (target p95 ≤ 50 ms) and the agent's RSS
+//!    (≤ 64 MiB); per-parent series bounded by `--top` while 1,000 leaky
+//!    parents churn (`--serve-churn-secs`, 10 minutes by default), the
+//!    total series count flat and the RSS bounded.
 //!
 //! Figures 1 and 2 are fork storms, whose speed drifts by tens of percent
 //! between seconds on a shared VM. So they run many short storms (1 s by
@@ -39,6 +44,8 @@
 //! minutes on a calm 2-CPU VM (35 measured storms of 1 s, each after a
 //! calm-host check of at least 1 s; 93 s measured), more when the host is
 //! busy, as each storm waits up to `--calm-timeout` for a calm host.
+//! Figure 7 adds its churn (`--serve-churn-secs`, 600 s by default) and a
+//! burst, about 11 minutes.
 //!
 //! Safety: the host must never hold more than [`TASK_LIMIT`] tasks. Figures
 //! 3 and 4 wait for a quiet host (at most [`QUIET_TASKS`] tasks) and check
@@ -48,6 +55,7 @@
 //! waited for.
 
 mod recording;
+mod serve;
 mod stats;
 
 use std::collections::{BTreeMap, HashMap};
@@ -129,6 +137,13 @@ pub struct BenchArgs {
     /// Lifecycles of the recorded storm whose replay figure 6 times.
     #[arg(long, default_value_t = 200_000)]
     replay_lifecycles: u64,
+    /// Seconds over which figure 7's 1,000 leaky parents come and go (the
+    /// issue's 10 minutes by default; shorter for a quick check).
+    #[arg(long, default_value_t = serve::DEFAULT_CHURN_SECS)]
+    serve_churn_secs: u64,
+    /// Timed `/metrics` scrapes with the burst tracked (figure 7; at least 20).
+    #[arg(long, default_value_t = 50)]
+    serve_scrapes: usize,
     /// Only these figures, e.g. `--only 1,3` (docs are written only when all run).
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
@@ -167,6 +182,8 @@ impl BenchArgs {
             self.latency_samples = self.latency_samples.min(20);
             self.record_rounds = self.record_rounds.min(2);
             self.replay_lifecycles = self.replay_lifecycles.min(20_000);
+            self.serve_churn_secs = self.serve_churn_secs.min(30);
+            self.serve_scrapes = self.serve_scrapes.min(20);
             self.no_write = true;
         }
     }
@@ -187,6 +204,10 @@ impl BenchArgs {
         }
         if let Some(path) = &self.tracer_bin {
             let _ = write!(line, " --tracer-bin {}", path.display());
+        }
+        // --quick implies its own, shorter churn.
+        if !self.quick && self.serve_churn_secs != serve::DEFAULT_CHURN_SECS {
+            let _ = write!(line, " --serve-churn-secs {}", self.serve_churn_secs);
         }
         line
     }
@@ -236,13 +257,14 @@ pub fn bench(ws: &Workspace, mut args: BenchArgs) -> Result<()> {
 
     let mut figures: Vec<Figure> = Vec::new();
     let mut rss: Option<Measured> = None;
-    let plan: [(u8, &str); 6] = [
+    let plan: [(u8, &str); 7] = [
         (1, "CPU per fork→exit→reap cycle"),
         (2, "fork-storm throughput, traced / untraced"),
         (3, "burst: ledger exact against /proc, loss 0"),
         (4, "start-up with pre-existing zombies"),
         (5, "peak RSS and exit → visible latency"),
         (6, "recording: CPU added, replay speed, bytes per lifecycle"),
+        (7, "serve: scrape cost and bounded series"),
     ];
     for (number, title) in plan {
         if !args.wants(number) {
@@ -258,7 +280,8 @@ pub fn bench(ws: &Workspace, mut args: BenchArgs) -> Result<()> {
             }),
             4 => startup(&bins, &args, workers),
             5 => rss_and_latency(&bins, &args, rss.take()),
-            _ => recording::recording(&bins, &args, workers, &work),
+            6 => recording::recording(&bins, &args, workers, &work),
+            _ => serve::serve(&bins, &args, workers),
         };
         let figure = result.unwrap_or_else(|err| Figure::failed(number, title, &err));
         eprintln!("{}", figure.table_row());

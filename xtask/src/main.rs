@@ -46,8 +46,8 @@ enum Task {
     Lint,
     /// Release build, then the benchmark (root): CPU per process lifecycle
     /// against bpftrace, fork-storm throughput, a burst of exits, start-up
-    /// with many zombies, RSS and latency, the cost of recording; refreshes
-    /// docs/benchmarks.md.
+    /// with many zombies, RSS and latency, the cost of recording, `serve`'s
+    /// scrapes and series; refreshes docs/benchmarks.md.
     Bench(bench::BenchArgs),
 }
 

@@ -6,39 +6,23 @@
 //! Ready line: `{"ready":true,"pid":P,"children":[N pids],"workload":"handler-reaps","reaped_by_handler":N}`.
 //! Cleanup: nothing is left to reap; exits 0.
 
-use std::ffi::c_int;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use zombie_trace_tests::workload::{
-    Control, Ready, count_arg, fatal, fork_exiting_child, getpid, handler_addr, is_gone_from,
-    set_signal, wait_until,
+    Control, Ready, count_arg, fatal, fork_exiting_child, getpid, install_reaping_handler,
+    is_gone_from, reaped_by_handler, wait_until,
 };
-
-static REAPED: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn on_sigchld(_sig: c_int) {
-    // SAFETY: only async-signal-safe calls: errno access and waitpid.
-    unsafe {
-        let errno = *libc::__errno_location();
-        while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {
-            REAPED.fetch_add(1, Ordering::SeqCst);
-        }
-        *libc::__errno_location() = errno;
-    }
-}
 
 fn main() {
     let mut ctl = Control::install();
     let n = count_arg(1, 3);
     let me = getpid();
-    set_signal(libc::SIGCHLD, handler_addr(on_sigchld), libc::SA_RESTART);
+    install_reaping_handler();
 
     let children: Vec<_> = (0..n).map(|_| fork_exiting_child(0)).collect();
     wait_until(
         format_args!("the SIGCHLD handler to reap {n} children"),
-        || REAPED.load(Ordering::SeqCst) >= n && children.iter().all(|&c| is_gone_from(c, me)),
+        || reaped_by_handler() >= n && children.iter().all(|&c| is_gone_from(c, me)),
     );
-    let reaped = REAPED.load(Ordering::SeqCst);
+    let reaped = reaped_by_handler();
     if reaped != n {
         fatal(format_args!(
             "the handler reaped {reaped} children, expected {n}"

@@ -13,48 +13,30 @@
 //! T0 and T1 are `CLOCK_BOOTTIME` nanoseconds.
 //! Cleanup (stdin EOF, SIGTERM, SIGINT): reaps each of the M by pid, exits 0.
 
-use std::ffi::c_int;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use zombie_trace_tests::workload::{
-    Control, Ready, boottime_ns, count_arg, fatal, fork_exiting_child, getpid, handler_addr,
-    is_gone_from, reap, set_signal, wait_until, wait_zombies,
+    Control, Ready, boottime_ns, count_arg, fatal, fork_exiting_child, getpid,
+    install_reaping_handler, is_gone_from, reap, reaped_by_handler, set_signal, wait_until,
+    wait_zombies,
 };
-
-static REAPED: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn on_sigchld(_sig: c_int) {
-    // SAFETY: only async-signal-safe calls: errno access and waitpid.
-    unsafe {
-        let errno = *libc::__errno_location();
-        while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {
-            REAPED.fetch_add(1, Ordering::SeqCst);
-        }
-        *libc::__errno_location() = errno;
-    }
-}
 
 fn main() {
     let mut ctl = Control::install();
     let n = count_arg(1, 3);
     let m = count_arg(2, 3);
     let me = getpid();
-    set_signal(libc::SIGCHLD, handler_addr(on_sigchld), libc::SA_RESTART);
+    install_reaping_handler();
 
     let reaped_children: Vec<_> = (0..n).map(|_| fork_exiting_child(0)).collect();
     wait_until(
         format_args!("the SIGCHLD handler to reap {n} children"),
-        || {
-            REAPED.load(Ordering::SeqCst) >= n
-                && reaped_children.iter().all(|&c| is_gone_from(c, me))
-        },
+        || reaped_by_handler() >= n && reaped_children.iter().all(|&c| is_gone_from(c, me)),
     );
 
     let removed_before = boottime_ns();
     set_signal(libc::SIGCHLD, libc::SIG_DFL, 0);
     let removed_after = boottime_ns();
 
-    let reaped = REAPED.load(Ordering::SeqCst);
+    let reaped = reaped_by_handler();
     if reaped != n {
         fatal(format_args!(
             "the handler reaped {reaped} children, expected {n}"
@@ -64,7 +46,7 @@ fn main() {
     let leaked: Vec<_> = (0..m).map(|_| fork_exiting_child(0)).collect();
     wait_zombies(&leaked, me);
     // No handler is left to reap them behind our back.
-    if REAPED.load(Ordering::SeqCst) != n {
+    if reaped_by_handler() != n {
         fatal("the SIGCHLD handler ran after it was removed");
     }
 

@@ -19,27 +19,12 @@
 //! T = its own start time from `/proc/self/stat` (clock ticks since boot).
 //! Either way it leaves nothing behind that a subreaper does not reap.
 
-use std::ffi::c_int;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use zombie_trace_tests::workload::{
-    Ready, count_arg, fatal, fork_exiting_child, getpid, handler_addr, is_gone_from, number_arg,
-    proc_stat, set_signal, wait_until, wait_zombies,
+    Ready, count_arg, fatal, fork_exiting_child, getpid, install_reaping_handler, is_gone_from,
+    number_arg, proc_stat, reaped_by_handler, wait_until, wait_zombies,
 };
-
-static REAPED: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn on_sigchld(_sig: c_int) {
-    // SAFETY: only async-signal-safe calls: errno access and waitpid.
-    unsafe {
-        let errno = *libc::__errno_location();
-        while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {
-            REAPED.fetch_add(1, Ordering::SeqCst);
-        }
-        *libc::__errno_location() = errno;
-    }
-}
 
 /// Sleeps until `hold` has passed, whatever interrupts the sleep.
 fn hold_for(hold: Duration) {
@@ -59,13 +44,13 @@ fn main() {
         fatal("cannot read /proc/self/stat")
     };
     if handler {
-        set_signal(libc::SIGCHLD, handler_addr(on_sigchld), libc::SA_RESTART);
+        install_reaping_handler();
     }
 
     let children: Vec<_> = (0..n).map(|_| fork_exiting_child(0)).collect();
     if handler {
         wait_until(format_args!("the SIGCHLD handler to reap {n} jobs"), || {
-            REAPED.load(Ordering::SeqCst) >= n && children.iter().all(|&c| is_gone_from(c, me))
+            reaped_by_handler() >= n && children.iter().all(|&c| is_gone_from(c, me))
         });
     } else {
         wait_zombies(&children, me);

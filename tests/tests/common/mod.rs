@@ -152,3 +152,28 @@ impl Drop for UnprivilegedBinary {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A private directory for one test's files, removed at the end.
+#[allow(dead_code)] // not every test binary uses it
+pub struct Scratch(PathBuf);
+
+#[allow(dead_code)]
+impl Scratch {
+    /// A fresh directory named after `test` (and this process).
+    pub fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("zt-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        Scratch(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -847,7 +847,7 @@ fn record_long_storm(
 }
 
 /// 30000 → "30,000".
-fn thousands(n: u64) -> String {
+pub(super) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

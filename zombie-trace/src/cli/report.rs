@@ -11,7 +11,7 @@ use zombie_trace::engine::{Consumer, Context};
 use zombie_trace::model::{Change, Moment};
 use zombie_trace::recording::reader::{self, Opened};
 use zombie_trace::render;
-use zombie_trace::views::diagnosis::{Explanation, GrowthTracker, diagnose};
+use zombie_trace::views::diagnosis::{Explanation, GrowthTracker, diagnose_traced};
 use zombie_trace::views::incident::IncidentView;
 use zombie_trace::views::latency::{GroupBy, LatencyView};
 use zombie_trace::views::watch::WatchView;
@@ -228,20 +228,13 @@ impl Consumer for Explainer {
         } else {
             self.pid
         };
-        self.explanation = diagnose(
-            ctx.ledger,
-            subject,
-            true,
-            Some(&self.growth),
-            ctx.now,
-            ctx.host,
-        )
-        .map(|diagnosis| Explanation {
-            target: self.pid,
-            target_is_zombie,
-            observed_s: Some(ctx.now.boot_ns.saturating_sub(ctx.started.boot_ns) as f64 / 1e9),
-            diagnosis,
-        });
+        self.explanation =
+            diagnose_traced(ctx, subject, Some(&self.growth)).map(|diagnosis| Explanation {
+                target: self.pid,
+                target_is_zombie,
+                observed_s: Some(ctx.now.boot_ns.saturating_sub(ctx.started.boot_ns) as f64 / 1e9),
+                diagnosis,
+            });
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use crate::host::facts::{self, LiveHost};
 use crate::host::procfs::{self, ProcError};
 use crate::kernel::tracer::{TracerError, TracerOptions};
 use crate::model::Change;
-use crate::views::diagnosis::{Diagnosis, Explanation, GrowthTracker, diagnose};
+use crate::views::diagnosis::{Diagnosis, Explanation, GrowthTracker, diagnose, diagnose_traced};
 
 /// `zombie-trace explain` errors. [`ExplainError::is_usage`] ones exit 2.
 #[derive(Debug, thiserror::Error)]
@@ -88,14 +88,7 @@ impl Consumer for Observer {
     }
 
     fn on_end(&mut self, ctx: &mut Context<'_>) -> io::Result<()> {
-        self.diagnosis = diagnose(
-            ctx.ledger,
-            self.subject,
-            true,
-            Some(&self.growth),
-            ctx.now,
-            ctx.host,
-        );
+        self.diagnosis = diagnose_traced(ctx, self.subject, Some(&self.growth));
         Ok(())
     }
 }

@@ -56,7 +56,7 @@ pub trait InputLog {
     fn pressure(&mut self, pressure: Option<&Pressure>);
     /// Writes what is buffered (at least once a second); a write error (a
     /// full disk, ...) is returned, and again at every later call.
-    fn flush(&mut self, now: Moment) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
 }
 
 /// The host facts of a live session: read from /proc, and logged when the
@@ -160,6 +160,11 @@ pub type Seed = Vec<(ProcStat, u32)>;
 /// zombies; 28,000 zombies are all checked once every 140 intervals. (All
 /// of them at once cost 0.43–0.54 s of CPU.)
 pub const ZOMBIE_CHECKS_PER_PASS: usize = 200;
+
+/// Events applied per batch at most: under a storm that outpaces the reader
+/// (a slow host, a debug build), the loop still gets back to its ticks,
+/// signals and queries between batches (~10 ms of work in a release build).
+pub const EVENTS_PER_BATCH: usize = 16_384;
 
 /// How often a command without a report interval keeps its ledger exact.
 pub const MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -324,9 +329,14 @@ impl Session {
 
     /// Applies every event available now; returns how many.
     pub fn drain(&mut self, emit: &mut impl FnMut(Change)) -> usize {
+        self.drain_at_most(usize::MAX, emit)
+    }
+
+    /// Applies at most `max` of the events available now; returns how many.
+    fn drain_at_most(&mut self, max: usize, emit: &mut impl FnMut(Change)) -> usize {
         let ledger = &mut self.ledger;
         let log = &mut self.log;
-        self.tracer.drain(|record| {
+        self.tracer.drain_at_most(max, |record| {
             if let Some(log) = log.as_deref_mut() {
                 log.event(record);
             }
@@ -385,6 +395,17 @@ impl Session {
         now: Moment,
         call: impl FnOnce(&mut C, &mut Context<'_>) -> io::Result<()>,
     ) -> Result<(), SessionError> {
+        self.call_with(consumer, now, None, call)
+    }
+
+    /// [`Session::call`] with the programs' run statistics in the context.
+    fn call_with<C: Consumer + ?Sized>(
+        &mut self,
+        consumer: &mut C,
+        now: Moment,
+        programs: Option<Vec<crate::kernel::tracer::ProgramRun>>,
+        call: impl FnOnce(&mut C, &mut Context<'_>) -> io::Result<()>,
+    ) -> Result<(), SessionError> {
         let health = self.health();
         let mut host = LoggedHost {
             log: self.log.as_deref_mut(),
@@ -395,7 +416,7 @@ impl Session {
             started: self.started,
             now,
             host: &mut host,
-            programs: None,
+            programs,
         };
         call(consumer, &mut ctx).map_err(SessionError::Output)
     }
@@ -408,22 +429,16 @@ impl Session {
     ) -> Result<(), SessionError> {
         self.drain_batch(consumer)?;
         let now = facts::now()?;
-        let health = self.health();
         let programs = self.tracer.program_runs();
-        let mut host = LoggedHost {
-            log: self.log.as_deref_mut(),
-        };
-        let mut ctx = Context {
-            ledger: &self.ledger,
-            health,
-            started: self.started,
-            now,
-            host: &mut host,
-            programs,
-        };
-        let answer = consumer.on_query(&mut ctx, &query);
-        // The asker may have given up (a timeout): nothing to do then.
-        let _ = query.reply.send(answer);
+        let mut answer = None;
+        self.call_with(consumer, now, programs, |c, ctx| {
+            answer = Some(c.on_query(ctx, &query));
+            Ok(())
+        })?;
+        if let Some(answer) = answer {
+            // The asker may have given up (a timeout): nothing to do then.
+            let _ = query.reply.send(answer);
+        }
         Ok(())
     }
 
@@ -445,15 +460,20 @@ impl Session {
         Ok(())
     }
 
-    /// Drains, then ends the batch.
-    fn drain_batch<C: Consumer + ?Sized>(&mut self, consumer: &mut C) -> Result<(), SessionError> {
+    /// Drains (at most [`EVENTS_PER_BATCH`]), then ends the batch; returns
+    /// how many events it applied.
+    fn drain_batch<C: Consumer + ?Sized>(
+        &mut self,
+        consumer: &mut C,
+    ) -> Result<usize, SessionError> {
         let mut counting = Counting {
             consumer: &mut *consumer,
             changes: 0,
         };
-        self.drain(&mut |change| counting.emit(change));
+        let events = self.drain_at_most(EVENTS_PER_BATCH, &mut |change| counting.emit(change));
         let changes = counting.changes;
-        self.end_batch(consumer, changes)
+        self.end_batch(consumer, changes)?;
+        Ok(events)
     }
 
     /// Keeps the ledger exact, then ends the batch of its corrections.
@@ -535,7 +555,13 @@ impl Session {
     /// The end: what is still queued applied, the ledger kept exact, then
     /// `on_end`.
     pub fn finish<C: Consumer + ?Sized>(&mut self, consumer: &mut C) -> Result<(), SessionError> {
-        self.drain_batch(consumer)?;
+        // Everything the ring holds now, in batches; bounded, should a
+        // storm go on (a million events at most).
+        for _ in 0..64 {
+            if self.drain_batch(consumer)? < EVENTS_PER_BATCH {
+                break;
+            }
+        }
         self.maintain_batch(consumer)?;
         let now = facts::now()?;
         self.call(consumer, now, |c, ctx| c.on_end(ctx))?;
@@ -550,8 +576,7 @@ impl Session {
         let Some(log) = self.log.as_deref_mut() else {
             return Ok(());
         };
-        let now = facts::now()?;
-        log.flush(now).map_err(|e| {
+        log.flush().map_err(|e| {
             SessionError::Recording(format!(
                 "writing the recording failed: {e}; what was written before is readable with `zombie-trace report`"
             ))

@@ -460,13 +460,21 @@ impl Tracer {
 
     /// Hands every record available now to `handle`, as the kernel wrote
     /// it ([`Event::try_from`] decodes it); returns how many.
-    pub fn drain(&mut self, mut handle: impl FnMut(&[u8])) -> usize {
+    pub fn drain(&mut self, handle: impl FnMut(&[u8])) -> usize {
+        self.drain_at_most(usize::MAX, handle)
+    }
+
+    /// [`Tracer::drain`], stopping after `max` records: a reader that a
+    /// storm outpaces still gets back to its ticks, signals and queries.
+    pub fn drain_at_most(&mut self, max: usize, mut handle: impl FnMut(&[u8])) -> usize {
         if let Some(kernel_log) = &mut self.kernel_log {
             kernel_log.flush();
         }
         let ring = self.ring.get_mut();
         let mut count = 0;
-        while let Some(record) = ring.next() {
+        while count < max
+            && let Some(record) = ring.next()
+        {
             handle(&record);
             count += 1;
         }

@@ -50,8 +50,8 @@ pub struct Recorder {
     pid_pressure: FxHashMap<Option<u32>, PidPressure>,
     pressure: Option<Option<Pressure>>,
     max_bytes: Option<u64>,
-    /// Bytes buffered or written since the current segment started.
-    segment_bytes: u64,
+    /// The file's length when the current segment started.
+    segment_start: u64,
     pub stats: RecorderStats,
 }
 
@@ -88,7 +88,7 @@ impl Recorder {
             pid_pressure: FxHashMap::default(),
             pressure: None,
             max_bytes,
-            segment_bytes: 0,
+            segment_start: 0,
             stats: RecorderStats::default(),
         })
     }
@@ -102,9 +102,9 @@ impl Recorder {
             return;
         }
         self.stats.records += 1;
-        self.segment_bytes += payload.len() as u64 + 5;
         if self.writer.buffered_bytes() >= CHUNK_BYTES {
             self.write_chunk();
+            self.maybe_start_segment();
         }
     }
 
@@ -112,26 +112,33 @@ impl Recorder {
         if self.failed.is_some() {
             return;
         }
+        let dropped = self.writer.dropped_bytes();
         if let Err(e) = self.writer.flush_chunk() {
             self.failed = Some(e.to_string());
         }
+        // Older segments dropped to stay under the bound were before the
+        // current one: it now starts that much earlier in the file.
+        let now_dropped = self.writer.dropped_bytes().saturating_sub(dropped);
+        self.segment_start = self.segment_start.saturating_sub(now_dropped);
     }
 
-    /// Starts a new segment with a /proc scan of its own, when the bound
-    /// asks for one.
-    fn maybe_start_segment(&mut self, now: Moment) {
+    /// Starts a new segment with a /proc scan of its own when the current
+    /// one has reached its share of the bound (checked after every chunk
+    /// written, so a segment outgrows its share by one chunk at most).
+    fn maybe_start_segment(&mut self) {
         let Some(max) = self.max_bytes else {
             return;
         };
-        if self.segment_bytes < max / SEGMENTS_PER_BOUND {
+        let written = self.writer.file_len().saturating_sub(self.segment_start);
+        if written < max / SEGMENTS_PER_BOUND {
             return;
         }
-        let Ok((stats, _)) = scan() else {
-            return; // try again at the next flush
+        let (Ok((stats, _)), Ok(now)) = (scan(), crate::host::facts::now()) else {
+            return; // try again after the next chunk
         };
         self.write_chunk();
         self.start_segment();
-        self.segment_bytes = 0;
+        self.segment_start = self.writer.file_len();
         let mut vpid_of = vpid_resolver();
         let procs: Vec<(ProcStat, u32)> = stats.iter().map(|st| (*st, vpid_of(st))).collect();
         self.push(Kind::Seed, &encode_procs(now, &procs));
@@ -231,12 +238,12 @@ impl InputLog for Recorder {
         self.push(Kind::Pressure, &encode_json(&pressure));
     }
 
-    fn flush(&mut self, now: Moment) -> io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         self.write_chunk();
         if let Some(message) = &self.failed {
             return Err(io::Error::other(message.clone()));
         }
-        self.maybe_start_segment(now);
+        self.maybe_start_segment();
         Ok(())
     }
 }

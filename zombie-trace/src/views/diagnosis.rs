@@ -190,6 +190,16 @@ fn state_name(state: char) -> &'static str {
     }
 }
 
+/// [`diagnose`] with live data (the ledger was fed by the tracer), as of
+/// the engine's moment.
+pub fn diagnose_traced(
+    ctx: &mut crate::engine::Context<'_>,
+    pid: u32,
+    growth: Option<&GrowthTracker>,
+) -> Option<Diagnosis> {
+    diagnose(ctx.ledger, pid, true, growth, ctx.now, ctx.host)
+}
+
 /// Diagnoses `pid` as a parent, as of `now`. `live` is true when the ledger
 /// was fed by the tracer (wait behaviour and SIGCHLD changes are known);
 /// `growth` supplies the zombie growth rate when sampled; `host` answers

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::engine::Context;
 use crate::model::{Change, ExitTime, ProcKey};
-use crate::views::diagnosis::{GrowthTracker, diagnose};
+use crate::views::diagnosis::{GrowthTracker, diagnose_traced};
 use crate::views::latency::Histogram;
 
 /// What counts as a violation.
@@ -192,14 +192,7 @@ impl GuardView {
                 }
                 // Cold path: the first time a parent breaks a rule.
                 let facts = ctx.host.process(key.pid);
-                let diagnosis = diagnose(
-                    ctx.ledger,
-                    key.pid,
-                    true,
-                    Some(&self.growth),
-                    ctx.now,
-                    ctx.host,
-                );
+                let diagnosis = diagnose_traced(ctx, key.pid, Some(&self.growth));
                 let summary = diagnosis.as_ref().map_or_else(
                     || format!("PID {} owes {pending} zombies", key.pid),
                     |d| d.summary.clone(),

@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 use crate::engine::{Consumer, Context};
 use crate::model::{Change, ExitTime, Ledger, Moment, ProcKey, ProcState};
 use crate::recording::records::Header;
-use crate::views::diagnosis::{Diagnosis, GrowthTracker, diagnose};
+use crate::views::diagnosis::{Diagnosis, GrowthTracker, diagnose_traced};
 use crate::views::latency::{GroupBy, LatencyView};
 use crate::views::report::{AlertTracker, Filter};
 use crate::views::timeline::{
@@ -142,14 +142,7 @@ impl IncidentView {
             if ctx.ledger.get(&key).is_none() {
                 continue; // gone before anything was recorded about it
             }
-            match diagnose(
-                ctx.ledger,
-                key.pid,
-                true,
-                Some(&self.growth),
-                ctx.now,
-                ctx.host,
-            ) {
+            match diagnose_traced(ctx, key.pid, Some(&self.growth)) {
                 Some(d) => {
                     if let Some(m) = self.markers.get_mut(marker) {
                         m.text = format!("{}: {}", m.text, d.summary);
@@ -472,14 +465,8 @@ impl Consumer for IncidentView {
             if ctx.ledger.get(&key).is_none() {
                 continue;
             }
-            if let Some(d) = diagnose(
-                ctx.ledger,
-                key.pid,
-                true,
-                Some(&self.growth),
-                ctx.now,
-                ctx.host,
-            ) && let Some(track) = self.parents.get_mut(&key)
+            if let Some(d) = diagnose_traced(ctx, key.pid, Some(&self.growth))
+                && let Some(track) = self.parents.get_mut(&key)
             {
                 track.diagnosis = Some(d);
             }

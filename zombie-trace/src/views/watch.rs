@@ -49,16 +49,9 @@ impl WatchView {
         let mut alerts = self.alerts.take(ctx.ledger, &self.filter, ctx.now);
         for alert in &mut alerts {
             // Cold path: an alert is rare, a diagnosis reads a few /proc files.
-            alert.diagnosis = diagnosis::diagnose(
-                ctx.ledger,
-                alert.parent.pid,
-                true,
-                Some(&self.growth),
-                ctx.now,
-                ctx.host,
-            )
-            .as_ref()
-            .map(AlertDiagnosis::from);
+            alert.diagnosis = diagnosis::diagnose_traced(ctx, alert.parent.pid, Some(&self.growth))
+                .as_ref()
+                .map(AlertDiagnosis::from);
         }
         alerts
     }
