@@ -3,13 +3,15 @@
 //!
 //! A source is the live kernel ([`live::Session`]: the tracer's events on
 //! top of a /proc seed) or a recording of one ([`replay`]). Both drive a
-//! [`Consumer`] through the same three calls, in the same order for the
-//! same inputs: every ledger [`Change`] as it happens, `after_batch` after
-//! a batch of events that changed the ledger, `on_tick` at each report
+//! [`Consumer`] through the same calls, in the same order for the same
+//! inputs: every ledger [`Change`] as it happens, `after_batch` after a
+//! batch of events that changed the ledger, `on_tick` at each report
 //! interval, `on_end` once. Each call gets a [`Context`]: the ledger, its
 //! health, the clock reading of that moment and the host facts, so a
 //! consumer never reads the clock or /proc itself, and replaying a
-//! recording gives what the live run gave.
+//! recording gives what the live run gave. A live session also answers
+//! [`Query`]s (`serve`'s HTTP requests, through [`http`]) with `on_query`,
+//! in its own loop, from the ledger as it stands.
 pub mod explain;
 pub mod http;
 pub mod live;
