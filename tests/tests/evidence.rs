@@ -145,10 +145,24 @@ fn killed_recording(scratch: &Scratch, after: Duration) -> (PathBuf, u32, u64) {
         .arg(&file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start record");
-    std::thread::sleep(Duration::from_millis(1200));
+    // It says "recording to FILE" once its programs are attached and /proc
+    // is seeded; the leak starts after that, so the recording sees it begin.
+    let stderr = recorder.stderr.take().expect("piped stderr");
+    let (attached, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if line.contains("recording to") {
+                let _ = attached.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the recorder attached within 30 s");
+    std::thread::sleep(Duration::from_millis(1000));
     let leaky = Workload::start("never-waits", &["40"]);
     std::thread::sleep(after);
     recorder.kill().expect("SIGKILL the recorder");

@@ -978,6 +978,26 @@ fn start_workload(
     }
 }
 
+/// Starts the burst workload (`zombie-burst TOTAL CAP PARENTS` under the
+/// reaper harness) and waits for its ready line.
+fn start_burst(
+    bins: &Bins,
+    total: u32,
+    cap: u32,
+    parents: u32,
+    tx: &Sender<Line>,
+    rx: &Receiver<Line>,
+) -> Result<(Spawned, Value)> {
+    start_workload(
+        bins,
+        &bins.zombie_burst,
+        &[total.to_string(), cap.to_string(), parents.to_string()],
+        tx,
+        rx,
+        Duration::from_secs(300),
+    )
+}
+
 /// Starts `zombie-trace watch args` and waits for its first output line;
 /// returns it with the time from spawn to that line.
 fn start_watch(
@@ -2098,14 +2118,7 @@ fn burst(bins: &Bins, args: &BenchArgs, parents: u32) -> Result<(Figure, Option<
     };
     let (tx, rx) = mpsc::channel();
     let (tracer, _, _) = start_watch(bins, &["--json", "--interval", "0.5"], &tx, &rx)?;
-    let (workload, ready) = start_workload(
-        bins,
-        &bins.zombie_burst,
-        &[total.to_string(), cap.to_string(), parents.to_string()],
-        &tx,
-        &rx,
-        Duration::from_secs(300),
-    )?;
+    let (workload, ready) = start_burst(bins, total, cap, parents, &tx, &rx)?;
     let ready_at = mono_ns();
     let burst = BurstReady::parse(&ready)?;
     let on_proc = proc_zombies_by_parent()?;
@@ -2229,18 +2242,7 @@ fn startup(bins: &Bins, args: &BenchArgs, parents: u32) -> Result<Figure> {
         Err(why) => return Ok(figure.skipped(&why)),
     };
     let (tx, rx) = mpsc::channel();
-    let (workload, ready) = start_workload(
-        bins,
-        &bins.zombie_burst,
-        &[
-            zombies.to_string(),
-            zombies.to_string(),
-            parents.to_string(),
-        ],
-        &tx,
-        &rx,
-        Duration::from_secs(300),
-    )?;
+    let (workload, ready) = start_burst(bins, zombies, zombies, parents, &tx, &rx)?;
     let burst = BurstReady::parse(&ready)?;
     let on_proc = proc_zombies_by_parent()?;
     let proc_total: u64 = burst

@@ -26,7 +26,7 @@ use super::stats::{Sample, Summary, Target, median, pair_rounds, stability};
 use super::{
     BenchArgs, Bins, BurstReady, Cost, EXTRA_TASKS, Figure, Kind, Line, MARKED_ROUNDS, ProcStat,
     Settled, Source, Spawned, Storm, TASK_LIMIT, Verdict, children_cpu_ns, count, display,
-    next_line, parse_json, run_storm, settle, start_watch, start_workload, wait_for_quiet,
+    next_line, parse_json, run_storm, settle, start_burst, start_watch, wait_for_quiet,
 };
 
 /// Recording adds at most 10% to watch's CPU per lifecycle.
@@ -784,14 +784,7 @@ fn record_burst(
     let (tx, rx) = mpsc::channel();
     let forks_before = ProcStat::read()?.forks;
     let recorder = start_record(bins, path, &tx)?;
-    let (workload, ready) = start_workload(
-        bins,
-        &bins.zombie_burst,
-        &[total.to_string(), cap.to_string(), parents.to_string()],
-        &tx,
-        &rx,
-        Duration::from_secs(300),
-    )?;
+    let (workload, ready) = start_burst(bins, total, cap, parents, &tx, &rx)?;
     let burst = BurstReady::parse(&ready)?;
     // The harness reaps every zombie as it stops: each child's whole
     // lifecycle, reap included, is in the recording.

@@ -35,7 +35,7 @@ use super::recording::thousands;
 use super::stats::{median, percentile};
 use super::{
     BenchArgs, Bins, BurstReady, EXTRA_TASKS, Figure, Kind, Line, Source, Spawned, TASK_LIMIT,
-    Verdict, proc_state, proc_zombies_by_parent, settle, start_workload, status_kib,
+    Verdict, proc_state, proc_zombies_by_parent, settle, start_burst, start_workload, status_kib,
     wait_for_quiet,
 };
 
@@ -527,14 +527,7 @@ fn scrape_cost(bins: &Bins, args: &BenchArgs, parents: u32) -> Result<Result<Scr
     let agent = Agent::start(bins, &tx)?;
     let idle_rss_kib = status_kib(agent.pid(), "VmRSS");
     let startup_s = agent.startup.as_secs_f64();
-    let (workload, ready) = start_workload(
-        bins,
-        &bins.zombie_burst,
-        &[total.to_string(), cap.to_string(), parents.to_string()],
-        &tx,
-        &rx,
-        Duration::from_secs(300),
-    )?;
+    let (workload, ready) = start_burst(bins, total, cap, parents, &tx, &rx)?;
     let ready_at = Instant::now();
     let burst = BurstReady::parse(&ready)?;
     let on_proc = proc_zombies_by_parent()?;
