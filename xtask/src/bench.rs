@@ -2054,6 +2054,16 @@ struct BurstReady {
 }
 
 impl BurstReady {
+    /// The zombies /proc shows under the burst's parents now.
+    fn zombies_on_proc(&self) -> Result<u64> {
+        let on_proc = proc_zombies_by_parent()?;
+        Ok(self
+            .parents
+            .iter()
+            .map(|p| on_proc.get(p).copied().unwrap_or(0))
+            .sum())
+    }
+
     fn parse(ready: &Value) -> Result<Self> {
         let list = |key: &str| -> Vec<u64> {
             ready[key]
@@ -2244,12 +2254,7 @@ fn startup(bins: &Bins, args: &BenchArgs, parents: u32) -> Result<Figure> {
     let (tx, rx) = mpsc::channel();
     let (workload, ready) = start_burst(bins, zombies, zombies, parents, &tx, &rx)?;
     let burst = BurstReady::parse(&ready)?;
-    let on_proc = proc_zombies_by_parent()?;
-    let proc_total: u64 = burst
-        .parents
-        .iter()
-        .map(|p| on_proc.get(p).copied().unwrap_or(0))
-        .sum();
+    let proc_total = burst.zombies_on_proc()?;
 
     let mut ps_times = Vec::new();
     let mut ps_lines = 0;

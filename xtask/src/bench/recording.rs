@@ -555,14 +555,7 @@ fn replay_lines(bins: &Bins, path: &Path, extra: &[&str]) -> Result<Vec<String>>
     let output = command
         .output()
         .with_context(|| format!("could not start `{}`", display(&command)))?;
-    if !output.status.success() {
-        bail!(
-            "`{}` exited with {}: {}",
-            display(&command),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    succeeded(&command, &output)?;
     Ok(String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|l| l.trim_end().to_owned())
@@ -640,14 +633,7 @@ fn time_replay(bins: &Bins, args: &BenchArgs, recording: &RecordedBy) -> Result<
             .with_context(|| format!("could not start `{}`", display(&command)))?;
         secs.push(start.elapsed().as_secs_f64());
         cpu_secs.push(children_cpu_ns().saturating_sub(cpu_before) as f64 / 1e9);
-        if !output.status.success() {
-            bail!(
-                "`{}` exited with {}: {}",
-                display(&command),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
+        succeeded(&command, &output)?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         lines = stdout.lines().count();
         let last_report = stdout
@@ -855,6 +841,19 @@ pub(super) fn thousands(n: u64) -> String {
 /// 1234567.0 → "1.23 M".
 fn millions(v: f64) -> String {
     format!("{:.2} M", v / 1e6)
+}
+
+/// Fails with the command and its stderr unless it exited 0.
+fn succeeded(command: &Command, output: &std::process::Output) -> Result<()> {
+    if !output.status.success() {
+        bail!(
+            "`{}` exited with {}: {}",
+            display(command),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -35,8 +35,7 @@ use super::recording::thousands;
 use super::stats::{median, percentile};
 use super::{
     BenchArgs, Bins, BurstReady, EXTRA_TASKS, Figure, Kind, Line, Source, Spawned, TASK_LIMIT,
-    Verdict, proc_state, proc_zombies_by_parent, settle, start_burst, start_workload, status_kib,
-    wait_for_quiet,
+    Verdict, proc_state, settle, start_burst, start_workload, status_kib, wait_for_quiet,
 };
 
 /// `--serve-churn-secs` unless given: the 10 minutes.
@@ -530,12 +529,7 @@ fn scrape_cost(bins: &Bins, args: &BenchArgs, parents: u32) -> Result<Result<Scr
     let (workload, ready) = start_burst(bins, total, cap, parents, &tx, &rx)?;
     let ready_at = Instant::now();
     let burst = BurstReady::parse(&ready)?;
-    let on_proc = proc_zombies_by_parent()?;
-    let proc_total: u64 = burst
-        .parents
-        .iter()
-        .map(|p| on_proc.get(p).copied().unwrap_or(0))
-        .sum();
+    let proc_total = burst.zombies_on_proc()?;
 
     // The scrapes are timed once the agent tracks the whole burst (a loss
     // would be covered by the resync at the next interval).
