@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod setup;
+mod vmtest;
 
 use std::{ffi::OsString, os::unix::process::ExitStatusExt as _, path::PathBuf, process::ExitCode};
 
@@ -49,6 +50,9 @@ enum Task {
     /// with many zombies, RSS and latency, the cost of recording, `serve`'s
     /// scrapes and series; refreshes docs/benchmarks.md.
     Bench(bench::BenchArgs),
+    /// The privileged tests on other kernels (Debian's 6.1 and 6.12 cloud
+    /// kernels) in qemu VMs; prints `kernel X: N passed, M failed` for each.
+    Vmtest(vmtest::VmtestArgs),
 }
 
 /// The cargo workspace xtask works on, from `cargo metadata`.
@@ -112,6 +116,10 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Test { args } => test(&ws, &args)?,
         Task::Lint => lint(&ws)?,
         Task::Bench(args) => bench::bench(&ws, args)?,
+        Task::Vmtest(args) => {
+            setup::setup(&ws)?;
+            vmtest::vmtest(&ws, &args)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -222,7 +230,39 @@ fn test(ws: &Workspace, args: &[String]) -> Result<()> {
             "see the failing tests above; they need root (BPF, tracefs)",
         )
     });
+    // The kernel matrix runs the same tests, so a name filter is for the
+    // host only; under CI it always runs.
+    let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
+    match vmtest_skip_reason(in_ci, args) {
+        Some(reason) => eprintln!("\n==== xtask: kernel matrix (VMs): skipped: {reason} ===="),
+        None => phases.run("kernel matrix (VMs)", || {
+            vmtest::vmtest(ws, &vmtest::VmtestArgs::all())
+        }),
+    }
     phases.finish("test")
+}
+
+/// Why `cargo xtask test` leaves the kernel matrix out: never under CI (it
+/// fails there instead); elsewhere when the host cannot run it or the user
+/// asked for some tests only.
+fn vmtest_skip_reason(in_ci: bool, args: &[String]) -> Option<String> {
+    if in_ci {
+        return None;
+    }
+    if !args.is_empty() {
+        return Some("a test filter was given (run `cargo xtask vmtest` for the VMs)".to_owned());
+    }
+    if let Some(reason) = vmtest::unavailable() {
+        return Some(reason);
+    }
+    if find_in_path("qemu-system-x86_64").is_none() && !is_root() {
+        return Some(
+            "qemu-system-x86_64 is missing and installing it needs root \
+             (`sudo apt-get install qemu-system-x86`)"
+                .to_owned(),
+        );
+    }
+    None
 }
 
 fn lint(ws: &Workspace) -> Result<()> {

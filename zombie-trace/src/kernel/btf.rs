@@ -860,6 +860,34 @@ impl Btf {
             kind: Kind::Typedef.to_string(),
         })
     }
+
+    /// Whether the enum `enum_name` has the enumerator `value_name`: what a
+    /// kernel supports where a feature is an enum constant, such as
+    /// `io_uring_op`'s `IORING_OP_WAITID`, whatever the version number says
+    /// (distributions backport). `TypeNotFound` when there is no such enum.
+    pub fn enum_has_value(&self, enum_name: &str, value_name: &str) -> Result<bool, BtfError> {
+        let mut ids = self.type_ids_by_name(enum_name, Kind::Enum)?;
+        ids.extend(self.type_ids_by_name(enum_name, Kind::Enum64)?);
+        if ids.is_empty() {
+            return Err(BtfError::TypeNotFound {
+                name: enum_name.to_string(),
+                kind: Kind::Enum.to_string(),
+            });
+        }
+        for id in ids {
+            let t = self.raw(id)?;
+            // Each enumerator starts with its name: 8 bytes in an enum,
+            // 12 in an enum64.
+            let stride = if t.kind == Kind::Enum { 8 } else { 12 };
+            for i in 0..t.vlen() {
+                let name_off = self.u32_at(t.extra + i * stride)?;
+                if name_off != 0 && self.str_at(name_off)? == value_name {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
 }
 
 #[cfg(test)]
@@ -962,6 +990,31 @@ pub(crate) mod tests {
     pub(crate) const UNION: u32 = 5;
     pub(crate) const TYPEDEF: u32 = 8;
     pub(crate) const FUNC_PROTO: u32 = 13;
+    pub(crate) const ENUM: u32 = 6;
+    pub(crate) const ENUM64: u32 = 19;
+
+    #[test]
+    fn enumerators_are_found_by_name_in_enums_and_enum64s() {
+        let mut b = Builder::new();
+        let (read, waitid) = (b.name("IORING_OP_READ"), b.name("IORING_OP_WAITID"));
+        b.ty("io_uring_op", ENUM, 2, false, 4, &[read, 22, waitid, 50]);
+        let big = b.name("BIG");
+        b.ty("wide", ENUM64, 1, false, 8, &[big, 0, 1]);
+        let btf = Btf::parse(b.build()).unwrap();
+        assert!(
+            btf.enum_has_value("io_uring_op", "IORING_OP_WAITID")
+                .unwrap()
+        );
+        assert!(
+            !btf.enum_has_value("io_uring_op", "IORING_OP_FUTEX_WAIT")
+                .unwrap()
+        );
+        assert!(btf.enum_has_value("wide", "BIG").unwrap());
+        assert!(matches!(
+            btf.enum_has_value("missing", "X"),
+            Err(BtfError::TypeNotFound { .. })
+        ));
+    }
 
     /// A synthetic blob exercising anonymous members, both bitfield
     /// encodings, arrays, nested paths and a tracepoint typedef.

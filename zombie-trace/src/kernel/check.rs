@@ -130,8 +130,16 @@ pub fn run_checks() -> Vec<Check> {
             privileges.can_mount(),
         ),
         tracepoints_check(&tracepoints, privileges.can_mount()),
-        reap_paths_check(version, btf.as_ref().map(has_free_tracepoint)),
+        reap_paths_check(
+            version,
+            btf.as_ref().map(has_free_tracepoint),
+            btf.as_ref().map(has_io_uring_waitid),
+        ),
         scheduler_programs_check(version, btf.as_ref().map(has_btf_tracepoints)),
+        exit_tracepoint_check(
+            btf.as_ref()
+                .and_then(|btf| crate::kernel::layout::exit_has_group_dead_arg(btf).ok()),
+        ),
         syscall_arguments_check(version, btf.as_ref().map(has_syscall_arg_registers)),
         unprivileged_bpf_check(
             read_sysctl("/proc/sys/kernel/unprivileged_bpf_disabled"),
@@ -614,6 +622,12 @@ fn has_free_tracepoint(btf: &Btf) -> bool {
         .is_ok()
 }
 
+/// Whether the kernel has io_uring's `IORING_OP_WAITID` (a reap with no wait
+/// syscall): `None` when io_uring is not built in at all.
+fn has_io_uring_waitid(btf: &Btf) -> Option<bool> {
+    btf.enum_has_value("io_uring_op", "IORING_OP_WAITID").ok()
+}
+
 /// Whether BTF describes every scheduler tracepoint the tracer uses (what
 /// a BTF tracepoint program attaches to).
 fn has_btf_tracepoints(btf: &Btf) -> bool {
@@ -664,6 +678,40 @@ fn scheduler_programs_check(version: Option<(u32, u32, u32)>, typed: Option<bool
     }
 }
 
+/// The kernel that added `group_dead` to `sched_process_exit`.
+const GROUP_DEAD_KERNEL: (u32, u32) = (6, 16);
+
+/// How the exit program tells the end of a process from the end of one of
+/// its threads: the tracepoint's `group_dead` argument, or the thread
+/// group's live count (both exact; this says which this kernel uses).
+fn exit_tracepoint_check(group_dead_arg: Option<bool>) -> Check {
+    const NAME: &str = "exit-tracepoint";
+    let (major, minor) = GROUP_DEAD_KERNEL;
+    match group_dead_arg {
+        Some(true) => Check::new(
+            NAME,
+            Status::Ok,
+            format!(
+                "sched_process_exit passes group_dead (Linux {major}.{minor}+): the kernel says \
+                 which thread's exit ends its process"
+            ),
+        ),
+        Some(false) => Check::new(
+            NAME,
+            Status::Ok,
+            format!(
+                "sched_process_exit has no group_dead argument (before Linux {major}.{minor}): \
+                 the exit program tells a process's last thread by signal_struct.live"
+            ),
+        ),
+        None => Check::new(
+            NAME,
+            Status::Warn,
+            "cannot read the sched_process_exit prototype from kernel BTF: decided at start",
+        ),
+    }
+}
+
 /// Whether BTF gives the saved registers that hold syscall arguments 1-4.
 fn has_syscall_arg_registers(btf: &Btf) -> bool {
     cfg!(target_arch = "x86_64")
@@ -675,18 +723,29 @@ fn has_syscall_arg_registers(btf: &Btf) -> bool {
 /// How each way a zombie can be released is seen: wait calls by their
 /// syscall tracepoints (exact latency), every other path when the kernel
 /// frees the process.
-fn reap_paths_check(version: Option<(u32, u32, u32)>, free_tracepoint: Option<bool>) -> Check {
+/// `waitid_op`: from BTF, whether io_uring has `IORING_OP_WAITID` (`Some(None)`:
+/// BTF has no io_uring at all); the version decides only without BTF.
+fn reap_paths_check(
+    version: Option<(u32, u32, u32)>,
+    free_tracepoint: Option<bool>,
+    waitid_op: Option<Option<bool>>,
+) -> Check {
     const NAME: &str = "reap-paths";
-    let io_uring = match version {
-        Some((major, minor, _)) if (major, minor) >= IO_URING_WAITID_KERNEL => format!(
-            "io_uring IORING_OP_WAITID (Linux {}.{}+, present here)",
-            IO_URING_WAITID_KERNEL.0, IO_URING_WAITID_KERNEL.1
-        ),
-        Some(_) => format!(
-            "io_uring IORING_OP_WAITID (not in this kernel: it needs {}.{})",
-            IO_URING_WAITID_KERNEL.0, IO_URING_WAITID_KERNEL.1
-        ),
-        None => "io_uring IORING_OP_WAITID".to_owned(),
+    let (major, minor) = IO_URING_WAITID_KERNEL;
+    let by_version = version.map(|(a, b, _)| (a, b) >= IO_URING_WAITID_KERNEL);
+    let io_uring = match waitid_op {
+        Some(Some(true)) => "io_uring IORING_OP_WAITID (present here)".to_owned(),
+        Some(Some(false)) => {
+            format!("io_uring IORING_OP_WAITID (not in this kernel: added in {major}.{minor})")
+        }
+        Some(None) => "io_uring (not built into this kernel)".to_owned(),
+        None => match by_version {
+            Some(true) => format!("io_uring IORING_OP_WAITID (Linux {major}.{minor}+)"),
+            Some(false) => {
+                format!("io_uring IORING_OP_WAITID (not in this kernel: added in {major}.{minor})")
+            }
+            None => "io_uring IORING_OP_WAITID".to_owned(),
+        },
     };
     let traced = "wait4/waitid: traced at the syscall (exact reap latency); kernel \
                 auto-reap, adopters and PID-namespace teardown: from the exit";
@@ -1137,16 +1196,41 @@ mod tests {
 
     #[test]
     fn reap_paths_name_what_sees_each_release() {
-        let ok = reap_paths_check(Some((6, 18, 0)), Some(true));
+        let ok = reap_paths_check(Some((6, 18, 0)), Some(true), Some(Some(true)));
         assert_eq!(ok.status, Status::Ok);
         assert!(ok.detail.contains("present here"), "{}", ok.detail);
         assert!(ok.detail.contains("freed"), "{}", ok.detail);
-        let old = reap_paths_check(Some((6, 1, 0)), Some(true));
+        let old = reap_paths_check(Some((6, 1, 0)), Some(true), Some(Some(false)));
         assert!(old.detail.contains("not in this kernel"), "{}", old.detail);
-        let missing = reap_paths_check(Some((6, 1, 0)), Some(false));
+        // BTF, not the version number, decides (distributions backport).
+        let backported = reap_paths_check(Some((6, 1, 0)), Some(true), Some(Some(true)));
+        assert!(
+            backported.detail.contains("present here"),
+            "{}",
+            backported.detail
+        );
+        let no_uring = reap_paths_check(Some((6, 12, 0)), Some(true), Some(None));
+        assert!(no_uring.detail.contains("not built"), "{}", no_uring.detail);
+        let by_version = reap_paths_check(Some((6, 1, 0)), Some(true), None);
+        assert!(
+            by_version.detail.contains("not in this kernel"),
+            "{}",
+            by_version.detail
+        );
+        let missing = reap_paths_check(Some((6, 1, 0)), Some(false), Some(Some(false)));
         assert_eq!(missing.status, Status::Missing);
         assert!(missing.fix.is_some());
-        assert_eq!(reap_paths_check(None, None).status, Status::Warn);
+        assert_eq!(reap_paths_check(None, None, None).status, Status::Warn);
+    }
+
+    #[test]
+    fn exit_tracepoint_says_how_a_process_end_is_told() {
+        let new = exit_tracepoint_check(Some(true));
+        assert!(new.detail.contains("passes group_dead"), "{}", new.detail);
+        let old = exit_tracepoint_check(Some(false));
+        assert_eq!(old.status, Status::Ok);
+        assert!(old.detail.contains("no group_dead"), "{}", old.detail);
+        assert_eq!(exit_tracepoint_check(None).status, Status::Warn);
     }
 
     #[test]
@@ -1331,6 +1415,7 @@ warn     tracefs     not mounted
                 "syscall-tracepoints",
                 "reap-paths",
                 "scheduler-programs",
+                "exit-tracepoint",
                 "syscall-arguments",
                 "unprivileged-bpf",
                 "pids",

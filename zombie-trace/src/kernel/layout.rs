@@ -388,20 +388,26 @@ pub fn fill_struct_offsets(btf: &Btf, layout: &mut KernelLayout) -> Result<(), L
         _ => layout.args_from_regs = 0,
     }
 
-    // void (*)(void *__data, struct task_struct *p[, bool group_dead])
-    layout.exit_has_group_dead_arg =
-        match btf.func_proto_param_count_of_typedef("btf_trace_sched_process_exit") {
-            Ok(n) => u32::from(n >= 3),
-            Err(BtfError::TypeNotFound { .. }) => {
-                log::warn!(
-                    "kernel BTF has no btf_trace_sched_process_exit; \
+    layout.exit_has_group_dead_arg = match exit_has_group_dead_arg(btf) {
+        Ok(has) => u32::from(has),
+        Err(BtfError::TypeNotFound { .. }) => {
+            log::warn!(
+                "kernel BTF has no btf_trace_sched_process_exit; \
                      process exits are detected with signal_struct.live"
-                );
-                0
-            }
-            Err(e) => return Err(e.into()),
-        };
+            );
+            0
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(())
+}
+
+/// Whether `sched_process_exit` passes `group_dead` (Linux 6.16 on); before,
+/// the exit program tells a process's last thread by `signal_struct.live`.
+pub fn exit_has_group_dead_arg(btf: &Btf) -> Result<bool, BtfError> {
+    // void (*)(void *__data, struct task_struct *p[, bool group_dead])
+    btf.func_proto_param_count_of_typedef("btf_trace_sched_process_exit")
+        .map(|params| params >= 3)
 }
 
 /// One `syscalls` tracepoint's format.

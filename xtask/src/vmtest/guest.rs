@@ -1,0 +1,342 @@
+//! One guest: qemu boots a kernel with the initramfs, the guest's console
+//! (its only output) is read line by line, echoed, kept in a log, and read
+//! for the test results the guest's /init prints.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::cmd::display;
+
+/// How qemu runs the guest's CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM when a probe guest boots with it, TCG otherwise.
+    Auto,
+    /// Hardware virtualisation (fails where /dev/kvm cannot run a guest).
+    Kvm,
+    /// Software emulation: slower, works everywhere.
+    Tcg,
+}
+
+impl Accel {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Kvm => "KVM",
+            Self::Tcg => "TCG",
+        }
+    }
+}
+
+/// What /init prints, one line each, so that the host can tell the guest's
+/// own words from the tests' and the kernel's.
+pub const MARK: &str = "zombie-trace-vm:";
+
+/// The kernel command line's word that makes /init power off at once
+/// (the KVM probe).
+pub const PROBE_ARG: &str = "zt.probe";
+
+/// A guest to boot.
+pub struct Boot<'a> {
+    pub qemu: &'a Path,
+    pub kernel: &'a Path,
+    pub initramfs: &'a Path,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub probe: bool,
+}
+
+impl Boot<'_> {
+    fn command(&self) -> Command {
+        let mut qemu = Command::new(self.qemu);
+        let accel = match self.accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg | Accel::Auto => "tcg",
+        };
+        let mut append = String::from("console=ttyS0 quiet panic=-1");
+        if self.probe {
+            append.push(' ');
+            append.push_str(PROBE_ARG);
+        }
+        // No default devices (no NIC option ROM to wait for): the serial
+        // console is the guest's only device, and its only output.
+        qemu.args(["-accel", accel, "-smp"])
+            .arg(self.cpus.to_string())
+            .arg("-m")
+            .arg(self.memory_mib.to_string())
+            .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
+            .arg("-no-reboot")
+            .arg("-kernel")
+            .arg(self.kernel)
+            .arg("-initrd")
+            .arg(self.initramfs)
+            .arg("-append")
+            .arg(append);
+        qemu
+    }
+}
+
+/// What a guest said and how it ended.
+pub struct Console {
+    pub lines: Vec<String>,
+    /// The guest ran until the deadline and was stopped.
+    pub timed_out: bool,
+    /// qemu's own exit status.
+    pub qemu_status: Option<std::process::ExitStatus>,
+    pub elapsed: Duration,
+}
+
+impl Console {
+    /// The value of `MARK key value` lines /init printed, first one.
+    pub fn mark(&self, key: &str) -> Option<&str> {
+        self.lines.iter().find_map(|line| {
+            let rest = line.trim().strip_prefix(MARK)?.trim_start();
+            let value = rest.strip_prefix(key)?;
+            value
+                .starts_with(char::is_whitespace)
+                .then(|| value.trim())
+                .or_else(|| value.is_empty().then_some(""))
+        })
+    }
+}
+
+/// Boots the guest and reads its console until it powers off, `deadline`
+/// passes, or a line contains one of `abort_on`. Each line is echoed to
+/// stderr after `prefix` (unless `quiet`) and appended to `log`.
+pub fn run(
+    boot: &Boot<'_>,
+    deadline: Duration,
+    abort_on: &[&str],
+    prefix: &str,
+    log: Option<&Path>,
+) -> Result<Console> {
+    let mut command = boot.command();
+    eprintln!("$ {}", display(&command));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start {}", boot.qemu.display()))?;
+    let mut log_file = match log {
+        Some(path) => Some(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let (tx, rx) = mpsc::channel::<String>();
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|out| Box::new(out) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|err| Box::new(err) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|stream| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut raw = Vec::new();
+            while reader.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
+                if tx.send(clean_line(&raw)).is_err() {
+                    break;
+                }
+                raw.clear();
+            }
+        })
+    })
+    .collect();
+    drop(tx);
+
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_sub(started.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(file) = log_file.as_mut() {
+                    // A log that cannot be written is not worth a failed run.
+                    let _ = writeln!(file, "{line}");
+                }
+                if !prefix.is_empty() {
+                    eprintln!("{prefix}{line}");
+                }
+                let abort = abort_on.iter().any(|needle| line.contains(needle));
+                lines.push(line);
+                if abort {
+                    stop(&mut child);
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                stop(&mut child);
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let qemu_status = child.wait().ok();
+    for reader in readers {
+        let _ = reader.join();
+    }
+    Ok(Console {
+        lines,
+        timed_out,
+        qemu_status,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Stops qemu (our own child, by PID).
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+}
+
+/// A console line as text: no line ending, no terminal escape sequences
+/// (the firmware clears the screen), no carriage returns.
+fn clean_line(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // ESC [ params final-byte, or ESC and one character.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\r' | '\n' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The outcome of the tests in one guest, from libtest's output.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub passed: u32,
+    pub failed: u32,
+    pub ignored: u32,
+    /// Names of the failed tests.
+    pub failures: Vec<String>,
+    /// Test binaries that printed a result line.
+    pub binaries: u32,
+}
+
+/// Sums libtest's `test result:` lines and collects `test NAME ... FAILED`.
+pub fn outcome(lines: &[String]) -> Outcome {
+    let mut outcome = Outcome::default();
+    for line in lines {
+        let line = line.trim();
+        if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            outcome.failures.push(name.to_owned());
+        }
+        let Some(result) = line.strip_prefix("test result: ") else {
+            continue;
+        };
+        outcome.binaries += 1;
+        // "ok. 17 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s"
+        for part in result.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u32>() else {
+                continue;
+            };
+            match what {
+                "passed" => outcome.passed += count,
+                "failed" => outcome.failed += count,
+                "ignored" => outcome.ignored += count,
+                _ => {}
+            }
+        }
+    }
+    outcome
+}
+
+/// Where a guest's console log goes.
+pub fn log_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_lines_lose_escapes_and_line_ends() {
+        assert_eq!(
+            clean_line(b"\x1bc\x1b[?7l\x1b[2Jzombie-trace-vm: kernel 6.1.0\r\n"),
+            "zombie-trace-vm: kernel 6.1.0"
+        );
+        assert_eq!(clean_line(b"plain"), "plain");
+    }
+
+    #[test]
+    fn marks_are_found_by_key() {
+        let console = Console {
+            lines: vec![
+                "noise".to_owned(),
+                "zombie-trace-vm: kernel 6.1.0-57-cloud-amd64".to_owned(),
+                "zombie-trace-vm: kernels 2".to_owned(),
+                "zombie-trace-vm: exit 0".to_owned(),
+            ],
+            timed_out: false,
+            qemu_status: None,
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(console.mark("kernel"), Some("6.1.0-57-cloud-amd64"));
+        assert_eq!(console.mark("exit"), Some("0"));
+        assert_eq!(console.mark("missing"), None);
+    }
+
+    #[test]
+    fn results_of_every_binary_are_summed() {
+        let lines: Vec<String> = [
+            "test scenarios::a ... ok",
+            "test scenarios::b ... FAILED",
+            "test result: FAILED. 16 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 122.91s",
+            "test result: ok. 5 passed; 0 failed; 2 ignored; 0 measured; 40 filtered out; finished in 1.00s",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            outcome(&lines),
+            Outcome {
+                passed: 21,
+                failed: 1,
+                ignored: 2,
+                failures: vec!["scenarios::b".to_owned()],
+                binaries: 2,
+            }
+        );
+    }
+}
