@@ -1,5 +1,4 @@
-//! Shared by the privileged test files: the CI rule, the runtime, lookups.
-#![allow(dead_code)] // each test file uses its own subset
+//! Shared by the test modules: the CI rule, the runtime, lookups.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
@@ -11,19 +10,49 @@ use zombie_trace::engine::live::Session;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Ledger, ParentStats, Process};
 
-/// Whether privileged (BPF-loading) tests can run here. Under `CI=true` a
-/// test that cannot run fails; elsewhere it is skipped with the reason.
-pub fn privileged(test: &str) -> bool {
-    match zombie_trace::kernel::check::privilege_problem() {
-        None => true,
-        Some(problem) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{test}: CI=true, but this privileged test cannot run: {problem}");
-            }
-            eprintln!("skipping {test}: {problem}");
-            false
-        }
+/// The running test's name, module path included (`scenarios::...`):
+/// libtest runs every test on a thread named after it, also with
+/// `--test-threads=1`, so no test has to spell its own name.
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("an unnamed test thread")
+        .to_owned()
+}
+
+/// Whether privileged (BPF-loading) tests can run here (see [`can_run`]).
+pub fn privileged() -> bool {
+    can_run(privilege_problem(), None)
+}
+
+/// [`privileged`] for the privileged `part` of a test whose other parts
+/// run without privileges.
+pub fn privileged_for(part: &str) -> bool {
+    can_run(privilege_problem(), Some(part))
+}
+
+fn privilege_problem() -> Option<String> {
+    zombie_trace::kernel::check::privilege_problem()
+        .map(|problem| format!("this privileged test cannot run: {problem}"))
+}
+
+/// Whether the running test (or its `part`) can go on despite `problem`,
+/// a missing privilege or tool. Under `CI=true` a test that cannot run
+/// fails, so that CI never passes by skipping; elsewhere it is skipped with
+/// the reason. Both name the test.
+pub fn can_run(problem: Option<String>, part: Option<&str>) -> bool {
+    let Some(problem) = problem else {
+        return true;
+    };
+    let what = match part {
+        Some(part) => format!("{} ({part})", test_name()),
+        None => test_name(),
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what}: CI=true, but {problem}");
     }
+    eprintln!("skipping {what}: {problem}");
+    false
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -130,7 +159,6 @@ impl UnprivilegedBinary {
     }
 
     /// The world-readable directory the copy is in (for files nobody must read).
-    #[allow(dead_code)] // not every test binary uses it
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }
@@ -154,13 +182,13 @@ impl Drop for UnprivilegedBinary {
 }
 
 /// A private directory for one test's files, removed at the end.
-#[allow(dead_code)] // not every test binary uses it
 pub struct Scratch(PathBuf);
 
-#[allow(dead_code)]
 impl Scratch {
-    /// A fresh directory named after `test` (and this process).
-    pub fn new(test: &str) -> Scratch {
+    /// A fresh directory named after the running test (and this process):
+    /// one per test.
+    pub fn new() -> Scratch {
+        let test = test_name().replace("::", "-");
         let dir = std::env::temp_dir().join(format!("zt-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the scratch directory");
