@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use serde_json::Value;
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 struct Watch {
     child: Child,
@@ -16,7 +16,7 @@ struct Watch {
 
 impl Watch {
     fn start(args: &[&str]) -> Watch {
-        let mut child = Command::new(workspace_bin("zombie-trace"))
+        let mut child = Command::new(bin_path("zombie-trace"))
             .arg("watch")
             .arg("--json")
             .args(args)
@@ -210,7 +210,7 @@ fn watch_duration_stops_by_itself() {
         return;
     }
     let started = Instant::now();
-    let output = Command::new(workspace_bin("zombie-trace"))
+    let output = Command::new(bin_path("zombie-trace"))
         .args(["watch", "--json", "--duration", "1", "--interval", "0.3"])
         .stdin(Stdio::null())
         .output()
@@ -305,7 +305,7 @@ fn check_reports_a_usable_kernel() {
     if !privileged() {
         return;
     }
-    let output = Command::new(workspace_bin("zombie-trace"))
+    let output = Command::new(bin_path("zombie-trace"))
         .args(["check", "--json"])
         .output()
         .expect("run check");

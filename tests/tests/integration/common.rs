@@ -9,6 +9,7 @@ use std::time::Duration;
 use zombie_trace::engine::live::Session;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Ledger, ParentStats, Process};
+use zombie_trace_tests::client::bin_path;
 
 /// The running test's name, module path included (`scenarios::...`):
 /// libtest runs every test on a thread named after it, also with
@@ -106,24 +107,6 @@ pub fn zombies_owed(ledger: &Ledger, pid: u32) -> Vec<u32> {
     zombies
 }
 
-/// A binary of the workspace, next to the test executable's `deps/`.
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(err) => panic!("cannot locate the test executable: {err}"),
-    };
-    let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) else {
-        panic!("unexpected test executable location {}", exe.display());
-    };
-    let bin = profile_dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (`cargo xtask test` does)",
-        bin.display()
-    );
-    bin
-}
-
 /// The unprivileged user the privilege tests switch to.
 pub const NOBODY: u32 = 65534;
 
@@ -152,7 +135,7 @@ impl UnprivilegedBinary {
         let open = std::fs::Permissions::from_mode(0o755);
         let path = dir.join("zombie-trace");
         std::fs::set_permissions(&dir, open.clone())
-            .and_then(|()| std::fs::copy(workspace_bin("zombie-trace"), &path).map(drop))
+            .and_then(|()| std::fs::copy(bin_path("zombie-trace"), &path).map(drop))
             .and_then(|()| std::fs::set_permissions(&path, open))
             .unwrap_or_else(|err| panic!("copying zombie-trace to {}: {err}", dir.display()));
         Self { dir, path }

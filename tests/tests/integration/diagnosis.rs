@@ -12,7 +12,7 @@ use zombie_trace::host::facts::{LiveHost, now};
 use zombie_trace::host::procfs::boot_time_now_ns;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::views::diagnosis::{Diagnosis, GrowthTracker, diagnose};
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 fn diagnosis(session: &Session, pid: u32) -> Diagnosis {
     let now = now().expect("clock");
@@ -311,7 +311,7 @@ fn explain_works_without_privileges_and_says_so() {
 #[test]
 fn explain_rejects_bad_pids_with_exit_2() {
     for arg in ["abc", "0", "-1", "2147483648"] {
-        let output = Command::new(workspace_bin("zombie-trace"))
+        let output = Command::new(bin_path("zombie-trace"))
             .args(["explain", arg])
             .stdin(Stdio::null())
             .output()
@@ -324,7 +324,7 @@ fn explain_rejects_bad_pids_with_exit_2() {
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").expect("pid_max");
     let unused = (pid_max.trim().parse::<u32>().expect("number") - 1).to_string();
     if !std::path::Path::new(&format!("/proc/{unused}")).exists() {
-        let output = Command::new(workspace_bin("zombie-trace"))
+        let output = Command::new(bin_path("zombie-trace"))
             .args(["explain", &unused])
             .stdin(Stdio::null())
             .output()
@@ -341,7 +341,7 @@ fn explain_as_root_traces_live() {
         return;
     }
     let leaker = Workload::start("never-waits", &["3"]);
-    let output = Command::new(workspace_bin("zombie-trace"))
+    let output = Command::new(bin_path("zombie-trace"))
         .args([
             "explain",
             "--json",

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use serde_json::Value;
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 fn zombie_trace(args: &[&str]) -> Output {
-    Command::new(workspace_bin("zombie-trace"))
+    Command::new(bin_path("zombie-trace"))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -63,7 +63,7 @@ fn report_json_replays_exactly_what_watch_json_printed_live() {
     let scratch = Scratch::new();
     let file = scratch.path("incident.ztr");
     let flags = ["--interval", "0.3", "--threshold", "8"];
-    let mut watch = Command::new(workspace_bin("zombie-trace"))
+    let mut watch = Command::new(bin_path("zombie-trace"))
         .args(["watch", "--json", "--duration", "4", "--record"])
         .arg(&file)
         .args(flags)
@@ -137,7 +137,7 @@ fn report_json_replays_exactly_what_watch_json_printed_live() {
 /// `after`; returns the file and the parent's PID and zombie count.
 fn killed_recording(scratch: &Scratch, after: Duration) -> (PathBuf, u32, u64) {
     let file = scratch.path("killed.ztr");
-    let mut recorder = Command::new(workspace_bin("zombie-trace"))
+    let mut recorder = Command::new(bin_path("zombie-trace"))
         .arg("record")
         .arg("-o")
         .arg(&file)
@@ -292,7 +292,7 @@ fn a_bounded_recording_drops_its_oldest_segments_and_says_so() {
     let scratch = Scratch::new();
     let file = scratch.path("bounded.ztr");
     let max = 96 * 1024;
-    let mut recorder = Command::new(workspace_bin("zombie-trace"))
+    let mut recorder = Command::new(bin_path("zombie-trace"))
         .arg("record")
         .arg("-o")
         .arg(&file)

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use serde_json::{Value, json};
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::Workload;
 use zombie_trace_tests::client::{bin_path, descendants, stat};
 
 /// The longest any one guarded run may take before the test gives up on it
@@ -86,7 +86,7 @@ impl Guard {
     fn start_within(launcher: &[&str], options: &[&str], command: &[&str]) -> Guard {
         let mut harness = Command::new(bin_path("reaper"))
             .args(launcher)
-            .arg(workspace_bin("zombie-trace"))
+            .arg(bin_path("zombie-trace"))
             .arg("run")
             .args(options)
             .arg("--")

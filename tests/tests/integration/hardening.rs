@@ -10,7 +10,7 @@ use crate::common::*;
 use zombie_trace::host::facts::{HostFacts as _, LiveHost};
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::views::report::{Filter, Report};
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 /// A one-page ring buffer overflowed by an undrained burst: the loss is
 /// counted, and the report says its ledger is incomplete.
@@ -149,7 +149,7 @@ fn sigint_sigterm_and_sighup_detach_flush_and_exit_zero() {
         ("SIGTERM", libc::SIGTERM),
         ("SIGHUP", libc::SIGHUP),
     ] {
-        let mut child = Command::new(workspace_bin("zombie-trace"))
+        let mut child = Command::new(bin_path("zombie-trace"))
             .args(["watch", "--json", "--interval", "30"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -200,7 +200,7 @@ fn sigint_sigterm_and_sighup_detach_flush_and_exit_zero() {
 }
 
 fn run(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(workspace_bin("zombie-trace"))
+    let output = Command::new(bin_path("zombie-trace"))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -256,7 +256,7 @@ fn a_ten_minute_churn_soak_keeps_memory_flat() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
-    let mut watch = Command::new(workspace_bin("zombie-trace"))
+    let mut watch = Command::new(bin_path("zombie-trace"))
         .args(["watch", "--json", "--interval", "5", "--threshold", "50"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

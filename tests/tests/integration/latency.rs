@@ -14,7 +14,7 @@ use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Change, Ledger, ReapKind};
 use zombie_trace::views::latency::{Group, GroupBy, Histogram, LatencyView};
 use zombie_trace::views::report::Filter;
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 /// A session and a latency view (by parent, unfiltered) fed by it.
 struct Traced {
@@ -318,7 +318,7 @@ impl LatencyCommand {
     /// Starts `zombie-trace latency args` and waits until it says it is
     /// tracing.
     fn start(args: &[&str]) -> LatencyCommand {
-        let child = Command::new(workspace_bin("zombie-trace"))
+        let child = Command::new(bin_path("zombie-trace"))
             .arg("latency")
             .args(args)
             .stdin(Stdio::null())

@@ -5,7 +5,7 @@
 use crate::common::*;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Change, ExitTime, ProcState, ReapKind, SigchldAction};
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::Workload;
 
 /// A parent with the default SIGCHLD disposition that never waits owes
 /// exactly one reap per child, named by its PID.

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 /// A running `serve`, stopped (SIGTERM, then waited for) on drop.
 struct Serve {
@@ -21,7 +21,7 @@ impl Serve {
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
-        let child = Command::new(workspace_bin("zombie-trace"))
+        let child = Command::new(bin_path("zombie-trace"))
             .args(["serve", "--listen", &addr.to_string()])
             .args(extra)
             .stdin(Stdio::null())
