@@ -31,7 +31,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::workload::{ProcStat, clock_ns, proc_stat};
+use crate::workload::{ProcStat, mono_ns, proc_stat};
 
 /// How long [`Workload::start`] waits for the ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -337,8 +337,7 @@ pub fn forward_lines(out: ChildStdout, source: Source, tx: Sender<Line>) {
             let eof = !matches!(reader.read_line(&mut text), Ok(n) if n > 0);
             let line = Line {
                 source,
-                // CLOCK_MONOTONIC cannot fail.
-                at_ns: clock_ns(libc::CLOCK_MONOTONIC).unwrap_or(0),
+                at_ns: mono_ns(),
                 text: (!eof).then(|| text.trim_end().to_owned()),
             };
             if tx.send(line).is_err() || eof {
