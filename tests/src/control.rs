@@ -97,18 +97,7 @@ impl Control {
                 }
                 return Event::Shutdown(Shutdown::Eof);
             }
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.signal_rd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: libc::STDIN_FILENO,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
+            let mut fds = self.poll_fds();
             // SAFETY: fds is a valid array of two pollfds.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
             if n < 0 {
@@ -160,18 +149,7 @@ impl Control {
                 tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
                 tv_nsec: libc::c_long::from(left.subsec_nanos()),
             };
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.signal_rd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: libc::STDIN_FILENO,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
+            let mut fds = self.poll_fds();
             // SAFETY: fds is a valid array of two pollfds, ts a valid
             // timespec; a null signal mask means "leave it alone".
             let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null()) };
@@ -188,6 +166,15 @@ impl Control {
                 return Some(ev);
             }
         }
+    }
+
+    /// What both waits poll: the signal self-pipe, then stdin.
+    fn poll_fds(&self) -> [libc::pollfd; 2] {
+        [self.signal_rd, libc::STDIN_FILENO].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
     }
 
     /// The reads after `poll` (or `ppoll`), for both waits: a signal byte
