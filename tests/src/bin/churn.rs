@@ -7,9 +7,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use zombie_trace_tests::workload::{
-    Control, Ready, count_arg, fatal, fork_exiting_child, print_line, reap,
-};
+use zombie_trace_tests::control::Control;
+use zombie_trace_tests::workload::{Ready, count_arg, fatal, fork_exiting_child, print_line, reap};
 
 fn main() {
     let mut ctl = Control::install();

@@ -14,8 +14,9 @@
 use std::ffi::c_int;
 use std::sync::OnceLock;
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Pid, Ready, count_arg, fatal, fork_exiting_child, getpid, handler_addr, is_gone_from,
+    Pid, Ready, count_arg, fatal, fork_exiting_child, getpid, handler_addr, is_gone_from,
     prog_name, set_signal, wait_zombies,
 };
 

@@ -10,8 +10,9 @@
 
 use std::time::{Duration, Instant};
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Ready, count_arg, fork_exiting_child, getpid, number_arg, reap, wait_zombies,
+    Ready, count_arg, fork_exiting_child, getpid, number_arg, reap, wait_zombies,
 };
 
 fn main() {

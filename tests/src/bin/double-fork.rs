@@ -14,9 +14,10 @@
 
 use std::time::Duration;
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Pid, Ready, close, count_arg, decode_i64s, encode_i64s, exited_ok, fatal, fork,
-    is_gone_since, proc_stat, read_to_end, reap, reset_signals_in_child, wait_until, write_all,
+    Pid, Ready, close, count_arg, decode_i64s, encode_i64s, exited_ok, fatal, fork, is_gone_since,
+    proc_stat, read_to_end, reap, reset_signals_in_child, wait_until, write_all,
 };
 
 /// How long each B outlives its parent A.

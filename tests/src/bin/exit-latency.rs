@@ -15,20 +15,11 @@
 //! the kernel's exit path. No other wait call is made.
 //! Cleanup (stdin EOF, SIGTERM, SIGINT): reaps what is pending, exits 0.
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Pid, Ready, close, decode_i64s, encode_i64s, fatal, fork, pipe, read_to_end, reap,
+    Pid, Ready, close, decode_i64s, encode_i64s, fatal, fork, mono_ns, pipe, read_to_end, reap,
     write_all,
 };
-
-fn mono_ns() -> i64 {
-    // SAFETY: an all-zero timespec is valid; clock_gettime writes it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: ts is a valid out-pointer.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-        fatal("clock_gettime(CLOCK_MONOTONIC) failed");
-    }
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
 
 fn say(line: &str) {
     write_all(libc::STDOUT_FILENO, format!("{line}\n").as_bytes());

@@ -14,8 +14,8 @@
 //! the workers by the main process.
 
 use zombie_trace_tests::workload::{
-    Pid, close, decode_i64s, encode_i64s, fatal, fork, getpid, number_arg, pipe, read_to_end, reap,
-    waitpid, write_all,
+    Pid, close, decode_i64s, encode_i64s, fatal, fork, getpid, mono_ns, number_arg, pipe,
+    read_to_end, reap, waitpid, write_all,
 };
 
 /// Upper bound for WORKERS: more than a few per CPU only measures the
@@ -23,16 +23,6 @@ use zombie_trace_tests::workload::{
 const MAX_WORKERS: u64 = 64;
 /// Upper bound for MILLIS (10 minutes).
 const MAX_MILLIS: u64 = 600_000;
-
-fn mono_ns() -> i64 {
-    // SAFETY: an all-zero timespec is valid; clock_gettime writes it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: ts is a valid out-pointer.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-        fatal("clock_gettime(CLOCK_MONOTONIC) failed");
-    }
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
 
 fn online_cpus() -> u64 {
     // SAFETY: sysconf has no preconditions.

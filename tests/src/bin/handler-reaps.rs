@@ -6,9 +6,10 @@
 //! Ready line: `{"ready":true,"pid":P,"children":[N pids],"workload":"handler-reaps","reaped_by_handler":N}`.
 //! Cleanup: nothing is left to reap; exits 0.
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Ready, count_arg, fatal, fork_exiting_child, getpid, install_reaping_handler,
-    is_gone_from, reaped_by_handler, wait_until,
+    Ready, count_arg, fatal, fork_exiting_child, getpid, install_reaping_handler, is_gone_from,
+    reaped_by_handler, wait_until,
 };
 
 fn main() {

@@ -13,10 +13,10 @@
 //! T0 and T1 are `CLOCK_BOOTTIME` nanoseconds.
 //! Cleanup (stdin EOF, SIGTERM, SIGINT): reaps each of the M by pid, exits 0.
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Ready, boottime_ns, count_arg, fatal, fork_exiting_child, getpid,
-    install_reaping_handler, is_gone_from, reap, reaped_by_handler, set_signal, wait_until,
-    wait_zombies,
+    Ready, boottime_ns, count_arg, fatal, fork_exiting_child, getpid, install_reaping_handler,
+    is_gone_from, reap, reaped_by_handler, set_signal, wait_until, wait_zombies,
 };
 
 fn main() {

@@ -6,8 +6,9 @@
 //! Ready line: `{"ready":true,"pid":P,"children":[N pids],"workload":"leaky-then-exit"}`.
 //! Cleanup on stdin EOF, SIGTERM, SIGINT: reaps each child by pid, exits 0.
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Ready, count_arg, fork_exiting_child, getpid, reap, wait_zombies,
+    Ready, count_arg, fork_exiting_child, getpid, reap, wait_zombies,
 };
 
 fn main() {

@@ -6,8 +6,9 @@
 //! Ready line: `{"ready":true,"pid":P,"children":[N pids],"workload":"nocldwait"}`.
 //! Cleanup: nothing to do; exits 0.
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Ready, count_arg, fork_exiting_child, getpid, set_signal, wait_gone,
+    Ready, count_arg, fork_exiting_child, getpid, set_signal, wait_gone,
 };
 
 fn main() {

@@ -24,9 +24,10 @@
 //! Without the privilege: `pidns-init: unshare(CLONE_NEWPID): ...` on
 //! stderr, exit status 1, nothing forked.
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Pid, Ready, children_of, close, count_arg, exited_ok, fatal, fork, fork_exiting_child,
-    getpid, is_zombie_of, pipe, proc_stat, reap, reset_signals_in_child, wait_until,
+    Pid, Ready, children_of, close, count_arg, exited_ok, fatal, fork, fork_exiting_child, getpid,
+    is_zombie_of, pipe, proc_stat, reap, reset_signals_in_child, wait_until,
 };
 
 /// The innermost pid of `pid` (the last `NSpid` field of its status file).

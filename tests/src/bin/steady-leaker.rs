@@ -28,9 +28,8 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use zombie_trace_tests::workload::{
-    Control, Event, Pid, Ready, boottime_ns, fatal, number_arg, print_line, reap,
-};
+use zombie_trace_tests::control::{Control, Event};
+use zombie_trace_tests::workload::{Pid, Ready, boottime_ns, fatal, number_arg, print_line, reap};
 
 /// At most this many children, whatever the rate and the pid limit.
 const HARD_CAP: usize = 4000;

@@ -8,10 +8,11 @@
 //! Ready line: `{"ready":true,"pid":P,"children":[M],"workload":"subreaper","middle":M,"orphans":[N pids]}`.
 //! Cleanup: `waitpid(-1, 0)` until ECHILD; exits 0.
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Pid, Ready, close, count_arg, decode_i64s, encode_i64s, exited_ok, fatal, fatal_errno,
-    fork, fork_exiting_child, getpid, read_to_end, reap, reap_all, reset_signals_in_child,
-    wait_zombies, write_all,
+    Pid, Ready, close, count_arg, decode_i64s, encode_i64s, exited_ok, fatal, fatal_errno, fork,
+    fork_exiting_child, getpid, read_to_end, reap, reap_all, reset_signals_in_child, wait_zombies,
+    write_all,
 };
 
 fn main() {

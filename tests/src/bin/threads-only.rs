@@ -6,8 +6,9 @@
 //! Ready line: `{"ready":true,"pid":P,"children":[],"workload":"threads-only","threads":[N tids]}`.
 //! Cleanup: nothing to do; exits 0.
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Ready, count_arg, fatal, getpid, gettid, task_exists, wait_until,
+    Ready, count_arg, fatal, getpid, gettid, task_exists, wait_until,
 };
 
 fn main() {

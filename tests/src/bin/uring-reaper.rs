@@ -14,8 +14,9 @@ use std::ffi::c_int;
 use std::io;
 
 use io_uring::{IoUring, opcode};
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Pid, Ready, count_arg, fatal, fork_exiting_child, getpid, is_gone_from, wait_zombies,
+    Pid, Ready, count_arg, fatal, fork_exiting_child, getpid, is_gone_from, wait_zombies,
 };
 
 /// Most SQEs in flight at once; larger counts are reaped in rounds.

@@ -5,8 +5,9 @@
 //! Ready line: `{"ready":true,"pid":P,"children":[all N+1 pids],"workload":"wait-specific","reaped":[first],"pending":[N pids]}`.
 //! Cleanup: reaps the N pending children by pid, exits 0.
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Ready, count_arg, fork_exiting_child, getpid, reap, wait_zombies,
+    Ready, count_arg, fork_exiting_child, getpid, reap, wait_zombies,
 };
 
 fn main() {

@@ -30,10 +30,11 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use zombie_trace_tests::control::Control;
 use zombie_trace_tests::workload::{
-    Control, Pid, Ready, close, decode_i64s, encode_i64s, fatal, fatal_errno, fork,
-    fork_exiting_child, getpid, number_arg, pipe, read_to_end, reap, reap_all,
-    reset_signals_in_child, wait_zombies, write_all,
+    Pid, Ready, close, decode_i64s, encode_i64s, fatal, fatal_errno, fork, fork_exiting_child,
+    getpid, number_arg, pipe, read_to_end, reap, reap_all, reset_signals_in_child, wait_zombies,
+    write_all,
 };
 
 /// Most children it will create in one run.

@@ -515,7 +515,7 @@ fn stop_and_collect(tracer: &mut Spawned, rx: &Receiver<Line>) -> Result<Vec<Str
     if !status.is_some_and(|s| s.success()) {
         bail!(
             "`{}` exited with {status:?}: {}",
-            tracer.name,
+            tracer.name(),
             tracer.stderr_tail()
         );
     }
@@ -524,7 +524,7 @@ fn stop_and_collect(tracer: &mut Spawned, rx: &Receiver<Line>) -> Result<Vec<Str
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let Some(line) = next_line(rx, deadline)? else {
-            bail!("`{}` exited but its stdout did not end", tracer.name);
+            bail!("`{}` exited but its stdout did not end", tracer.name());
         };
         if line.source != Source::Tracer {
             continue;
@@ -680,7 +680,7 @@ fn start_record(bins: &Bins, path: &Path, tx: &Sender<Line>) -> Result<Spawned> 
         if let Some(status) = recorder.wait_exit(Duration::ZERO) {
             bail!(
                 "`{}` exited with {status}: {}",
-                recorder.name,
+                recorder.name(),
                 recorder.stderr_tail()
             );
         }
@@ -688,7 +688,7 @@ fn start_record(bins: &Bins, path: &Path, tx: &Sender<Line>) -> Result<Spawned> 
             recorder.stop();
             bail!(
                 "`{}` did not start recording within 60 s: {}",
-                recorder.name,
+                recorder.name(),
                 recorder.stderr_tail()
             );
         }
@@ -701,7 +701,7 @@ fn stop_record(mut recorder: Spawned, path: &Path, forks_before: u64) -> Result<
     let status = recorder.stop();
     let said = recorder.stderr_tail();
     if !status.is_some_and(|s| s.success()) {
-        bail!("`{}` exited with {status:?}: {said}", recorder.name);
+        bail!("`{}` exited with {status:?}: {said}", recorder.name());
     }
     let lifecycles = ProcStat::read()?.forks.saturating_sub(forks_before);
     // "zombie-trace: recorded 9.3 s: 120421 events, ..."

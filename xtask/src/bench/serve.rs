@@ -177,7 +177,7 @@ impl Agent {
                 if let Some(status) = process.wait_exit(Duration::ZERO) {
                     last_error = Some(anyhow!(
                         "`{}` exited with {status}: {}",
-                        process.name,
+                        process.name(),
                         process.stderr_tail()
                     ));
                     break;
@@ -193,7 +193,7 @@ impl Agent {
                     process.stop();
                     bail!(
                         "`{}` did not answer /healthz with 200 within 60 s: {}",
-                        process.name,
+                        process.name(),
                         process.stderr_tail()
                     );
                 }

@@ -1,5 +1,4 @@
-//! Shared by the privileged test files: the CI rule, the runtime, lookups.
-#![allow(dead_code)] // each test file uses its own subset
+//! Shared by the test modules: the CI rule, the runtime, lookups.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
@@ -10,20 +9,51 @@ use std::time::Duration;
 use zombie_trace::engine::live::Session;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Ledger, ParentStats, Process};
+use zombie_trace_tests::client::bin_path;
 
-/// Whether privileged (BPF-loading) tests can run here. Under `CI=true` a
-/// test that cannot run fails; elsewhere it is skipped with the reason.
-pub fn privileged(test: &str) -> bool {
-    match zombie_trace::kernel::check::privilege_problem() {
-        None => true,
-        Some(problem) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{test}: CI=true, but this privileged test cannot run: {problem}");
-            }
-            eprintln!("skipping {test}: {problem}");
-            false
-        }
+/// The running test's name, module path included (`scenarios::...`):
+/// libtest runs every test on a thread named after it, also with
+/// `--test-threads=1`, so no test has to spell its own name.
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("an unnamed test thread")
+        .to_owned()
+}
+
+/// Whether privileged (BPF-loading) tests can run here (see [`can_run`]).
+pub fn privileged() -> bool {
+    can_run(privilege_problem(), None)
+}
+
+/// [`privileged`] for the privileged `part` of a test whose other parts
+/// run without privileges.
+pub fn privileged_for(part: &str) -> bool {
+    can_run(privilege_problem(), Some(part))
+}
+
+fn privilege_problem() -> Option<String> {
+    zombie_trace::kernel::check::privilege_problem()
+        .map(|problem| format!("this privileged test cannot run: {problem}"))
+}
+
+/// Whether the running test (or its `part`) can go on despite `problem`,
+/// a missing privilege or tool. Under `CI=true` a test that cannot run
+/// fails, so that CI never passes by skipping; elsewhere it is skipped with
+/// the reason. Both name the test.
+pub fn can_run(problem: Option<String>, part: Option<&str>) -> bool {
+    let Some(problem) = problem else {
+        return true;
+    };
+    let what = match part {
+        Some(part) => format!("{} ({part})", test_name()),
+        None => test_name(),
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what}: CI=true, but {problem}");
     }
+    eprintln!("skipping {what}: {problem}");
+    false
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -77,24 +107,6 @@ pub fn zombies_owed(ledger: &Ledger, pid: u32) -> Vec<u32> {
     zombies
 }
 
-/// A binary of the workspace, next to the test executable's `deps/`.
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(err) => panic!("cannot locate the test executable: {err}"),
-    };
-    let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) else {
-        panic!("unexpected test executable location {}", exe.display());
-    };
-    let bin = profile_dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (`cargo xtask test` does)",
-        bin.display()
-    );
-    bin
-}
-
 /// The unprivileged user the privilege tests switch to.
 pub const NOBODY: u32 = 65534;
 
@@ -123,14 +135,13 @@ impl UnprivilegedBinary {
         let open = std::fs::Permissions::from_mode(0o755);
         let path = dir.join("zombie-trace");
         std::fs::set_permissions(&dir, open.clone())
-            .and_then(|()| std::fs::copy(workspace_bin("zombie-trace"), &path).map(drop))
+            .and_then(|()| std::fs::copy(bin_path("zombie-trace"), &path).map(drop))
             .and_then(|()| std::fs::set_permissions(&path, open))
             .unwrap_or_else(|err| panic!("copying zombie-trace to {}: {err}", dir.display()));
         Self { dir, path }
     }
 
     /// The world-readable directory the copy is in (for files nobody must read).
-    #[allow(dead_code)] // not every test binary uses it
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }
@@ -154,13 +165,13 @@ impl Drop for UnprivilegedBinary {
 }
 
 /// A private directory for one test's files, removed at the end.
-#[allow(dead_code)] // not every test binary uses it
 pub struct Scratch(PathBuf);
 
-#[allow(dead_code)]
 impl Scratch {
-    /// A fresh directory named after `test` (and this process).
-    pub fn new(test: &str) -> Scratch {
+    /// A fresh directory named after the running test (and this process):
+    /// one per test.
+    pub fn new() -> Scratch {
+        let test = test_name().replace("::", "-");
         let dir = std::env::temp_dir().join(format!("zt-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the scratch directory");

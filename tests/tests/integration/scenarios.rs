@@ -2,12 +2,10 @@
 //! expect exact ledger rows for its PID. Run as root, one test at a time
 //! (they share the kernel): `cargo xtask test`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Change, ExitTime, ProcState, ReapKind, SigchldAction};
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::Workload;
 
 /// A parent with the default SIGCHLD disposition that never waits owes
 /// exactly one reap per child, named by its PID.
@@ -53,7 +51,7 @@ fn never_waits(options: TracerOptions) {
 
 #[test]
 fn never_waiting_parent_owes_every_child() {
-    if privileged("never_waiting_parent_owes_every_child") {
+    if privileged() {
         never_waits(TracerOptions::default());
     }
 }
@@ -62,7 +60,7 @@ fn never_waiting_parent_owes_every_child() {
 /// `group_dead` argument (whole-process exit decided from signal->live).
 #[test]
 fn never_waiting_parent_owes_every_child_without_group_dead_arg() {
-    if privileged("never_waiting_parent_owes_every_child_without_group_dead_arg") {
+    if privileged() {
         never_waits(TracerOptions {
             force_live_counter: true,
             ..TracerOptions::default()
@@ -74,7 +72,7 @@ fn never_waiting_parent_owes_every_child_without_group_dead_arg() {
 /// tracepoints, a helper call per read).
 #[test]
 fn never_waiting_parent_owes_every_child_with_raw_tracepoints() {
-    if privileged("never_waiting_parent_owes_every_child_with_raw_tracepoints") {
+    if privileged() {
         never_waits(TracerOptions {
             force_raw_tracepoints: true,
             ..TracerOptions::default()
@@ -84,7 +82,7 @@ fn never_waiting_parent_owes_every_child_with_raw_tracepoints() {
 
 #[test]
 fn handler_that_reaps_owes_nothing() {
-    if !privileged("handler_that_reaps_owes_nothing") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -144,14 +142,14 @@ fn auto_reaping(workload_name: &str) {
 
 #[test]
 fn parent_ignoring_sigchld_owes_nothing() {
-    if privileged("parent_ignoring_sigchld_owes_nothing") {
+    if privileged() {
         auto_reaping("ignores-sigchld");
     }
 }
 
 #[test]
 fn parent_with_sa_nocldwait_owes_nothing() {
-    if privileged("parent_with_sa_nocldwait_owes_nothing") {
+    if privileged() {
         auto_reaping("nocldwait");
     }
 }
@@ -190,14 +188,14 @@ fn threads_only(options: TracerOptions) {
 
 #[test]
 fn threads_are_not_children() {
-    if privileged("threads_are_not_children") {
+    if privileged() {
         threads_only(TracerOptions::default());
     }
 }
 
 #[test]
 fn threads_are_not_children_without_group_dead_arg() {
-    if privileged("threads_are_not_children_without_group_dead_arg") {
+    if privileged() {
         threads_only(TracerOptions {
             force_live_counter: true,
             ..TracerOptions::default()
@@ -207,7 +205,7 @@ fn threads_are_not_children_without_group_dead_arg() {
 
 #[test]
 fn double_fork_orphans_are_reaped_by_the_adopter() {
-    if !privileged("double_fork_orphans_are_reaped_by_the_adopter") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -248,7 +246,7 @@ fn double_fork_orphans_are_reaped_by_the_adopter() {
 
 #[test]
 fn subreaper_that_never_reaps_owes_the_orphans() {
-    if !privileged("subreaper_that_never_reaps_owes_the_orphans") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -296,7 +294,7 @@ fn subreaper_that_never_reaps_owes_the_orphans() {
 
 #[test]
 fn leaky_parent_that_exits_hands_its_zombies_on() {
-    if !privileged("leaky_parent_that_exits_hands_its_zombies_on") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -337,7 +335,7 @@ fn leaky_parent_that_exits_hands_its_zombies_on() {
 
 #[test]
 fn zombies_older_than_the_tracer_are_in_the_ledger_at_start() {
-    if !privileged("zombies_older_than_the_tracer_are_in_the_ledger_at_start") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -406,7 +404,7 @@ fn syscall_arguments(options: TracerOptions) {
 
 #[test]
 fn exit_programs_read_the_syscall_arguments() {
-    if privileged("exit_programs_read_the_syscall_arguments") {
+    if privileged() {
         syscall_arguments(TracerOptions::default());
     }
 }
@@ -416,7 +414,7 @@ fn exit_programs_read_the_syscall_arguments() {
 /// tracepoints.
 #[test]
 fn entry_programs_save_the_syscall_arguments() {
-    if privileged("entry_programs_save_the_syscall_arguments") {
+    if privileged() {
         syscall_arguments(TracerOptions {
             force_entry_programs: true,
             force_raw_tracepoints: true,
@@ -429,7 +427,7 @@ fn entry_programs_save_the_syscall_arguments() {
 /// and the loss must be counted, not hidden.
 #[test]
 fn a_tiny_ring_buffer_under_a_burst_counts_lost_events() {
-    if !privileged("a_tiny_ring_buffer_under_a_burst_counts_lost_events") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -506,14 +504,14 @@ fn reaps_without_a_traced_wait(workload_name: &str, children: u32) {
 
 #[test]
 fn a_parent_reaping_with_io_uring_waitid_owes_nothing() {
-    if privileged("a_parent_reaping_with_io_uring_waitid_owes_nothing") {
+    if privileged() {
         reaps_without_a_traced_wait("uring-reaper", 20);
     }
 }
 
 #[test]
 fn a_parent_reaping_with_32_bit_waitpid_owes_nothing() {
-    if privileged("a_parent_reaping_with_32_bit_waitpid_owes_nothing") {
+    if privileged() {
         reaps_without_a_traced_wait("compat-reaper", 10);
     }
 }

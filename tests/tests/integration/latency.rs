@@ -2,21 +2,19 @@
 //! delays under the real tracer, measured by the latency view, with exact
 //! counts. Run as root, one test at a time: `cargo xtask test`.
 
-mod common;
-
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use zombie_trace::engine::live::Session;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Change, Ledger, ReapKind};
 use zombie_trace::views::latency::{Group, GroupBy, Histogram, LatencyView};
 use zombie_trace::views::report::Filter;
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 /// A session and a latency view (by parent, unfiltered) fed by it.
 struct Traced {
@@ -161,28 +159,28 @@ fn fixed_delay(children: usize, delay_ms: u64) {
 
 #[test]
 fn reaps_20ms_after_exit_measure_20ms() {
-    if privileged("reaps_20ms_after_exit_measure_20ms") {
+    if privileged() {
         fixed_delay(10, 20);
     }
 }
 
 #[test]
 fn reaps_100ms_after_exit_measure_100ms() {
-    if privileged("reaps_100ms_after_exit_measure_100ms") {
+    if privileged() {
         fixed_delay(8, 100);
     }
 }
 
 #[test]
 fn reaps_500ms_after_exit_measure_500ms() {
-    if privileged("reaps_500ms_after_exit_measure_500ms") {
+    if privileged() {
         fixed_delay(3, 500);
     }
 }
 
 #[test]
 fn a_sigchld_handler_reaps_in_under_a_millisecond() {
-    if !privileged("a_sigchld_handler_reaps_in_under_a_millisecond") {
+    if !privileged() {
         return;
     }
     let reaped = |l: &Ledger, w: &Workload| stats(l, w.pid()).reaped == 25;
@@ -204,7 +202,7 @@ fn a_sigchld_handler_reaps_in_under_a_millisecond() {
 
 #[test]
 fn auto_reaped_children_are_their_own_category() {
-    if !privileged("auto_reaped_children_are_their_own_category") {
+    if !privileged() {
         return;
     }
     let released = |l: &Ledger, w: &Workload| stats(l, w.pid()).auto_reaped == 25;
@@ -232,7 +230,7 @@ fn auto_reaped_children_are_their_own_category() {
 
 #[test]
 fn orphans_reaped_by_the_subreaper_are_adopter_reaps() {
-    if !privileged("orphans_reaped_by_the_subreaper_are_adopter_reaps") {
+    if !privileged() {
         return;
     }
     let released = |l: &Ledger, w: &Workload| {
@@ -258,7 +256,7 @@ fn orphans_reaped_by_the_subreaper_are_adopter_reaps() {
 
 #[test]
 fn a_parent_that_never_reaps_is_not_reaped_yet_not_a_latency() {
-    if !privileged("a_parent_that_never_reaps_is_not_reaped_yet_not_a_latency") {
+    if !privileged() {
         return;
     }
     let owed = |l: &Ledger, w: &Workload| pending(l, w.pid()) == 25;
@@ -291,7 +289,7 @@ fn a_parent_that_never_reaps_is_not_reaped_yet_not_a_latency() {
 
 #[test]
 fn zombies_older_than_the_tracer_are_counted_without_a_latency() {
-    if !privileged("zombies_older_than_the_tracer_are_counted_without_a_latency") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -320,7 +318,7 @@ impl LatencyCommand {
     /// Starts `zombie-trace latency args` and waits until it says it is
     /// tracing.
     fn start(args: &[&str]) -> LatencyCommand {
-        let child = Command::new(workspace_bin("zombie-trace"))
+        let child = Command::new(bin_path("zombie-trace"))
             .arg("latency")
             .args(args)
             .stdin(Stdio::null())
@@ -387,7 +385,7 @@ impl Drop for LatencyCommand {
 /// leaker run: the JSON contract, with exact counts.
 #[test]
 fn latency_command_prints_the_json_contract() {
-    if !privileged("latency_command_prints_the_json_contract") {
+    if !privileged() {
         return;
     }
     let command = LatencyCommand::start(&["--json", "--duration", "2"]);
@@ -454,7 +452,7 @@ fn latency_command_prints_the_json_contract() {
 /// Text output, grouped by command, until SIGINT.
 #[test]
 fn latency_command_prints_bcc_histograms_until_sigint() {
-    if !privileged("latency_command_prints_bcc_histograms_until_sigint") {
+    if !privileged() {
         return;
     }
     let command = LatencyCommand::start(&["--by", "comm", "--comm", "delayed"]);

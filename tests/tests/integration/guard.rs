@@ -8,8 +8,6 @@
 //! die, the test kills the whole tree and the harness reaps it, so nothing
 //! is left under PID 1 (which does not reap on our hosts).
 
-mod common;
-
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Child, Command, Stdio};
@@ -17,9 +15,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::Workload;
 use zombie_trace_tests::client::{bin_path, descendants, stat};
 
 /// The longest any one guarded run may take before the test gives up on it
@@ -88,7 +86,7 @@ impl Guard {
     fn start_within(launcher: &[&str], options: &[&str], command: &[&str]) -> Guard {
         let mut harness = Command::new(bin_path("reaper"))
             .args(launcher)
-            .arg(workspace_bin("zombie-trace"))
+            .arg(bin_path("zombie-trace"))
             .arg("run")
             .args(options)
             .arg("--")
@@ -398,7 +396,7 @@ const NEVER_WAITS_VERDICTS: [&str; 2] = ["never_waits", "no_handler_proc_only"];
 /// the CI job that runs it fails, and the verdict names the runner.
 #[test]
 fn a_job_runner_that_lost_its_sigchld_handler_fails_the_run_and_is_named() {
-    if !privileged("a_job_runner_that_lost_its_sigchld_handler_fails_the_run_and_is_named") {
+    if !privileged() {
         return;
     }
     let runner = bin("job-runner");
@@ -466,7 +464,7 @@ fn a_job_runner_that_lost_its_sigchld_handler_fails_the_run_and_is_named() {
 /// job at once, and the same CI job passes with the runner's own status.
 #[test]
 fn the_same_job_runner_with_its_handler_restored_passes() {
-    if !privileged("the_same_job_runner_with_its_handler_restored_passes") {
+    if !privileged() {
         return;
     }
     let runner = bin("job-runner");
@@ -497,7 +495,7 @@ fn the_same_job_runner_with_its_handler_restored_passes() {
 /// removed a handler.
 #[test]
 fn a_leaking_runner_started_by_a_shell_is_said_to_never_wait() {
-    if !privileged("a_leaking_runner_started_by_a_shell_is_said_to_never_wait") {
+    if !privileged() {
         return;
     }
     let runner = bin("job-runner");
@@ -525,7 +523,7 @@ fn a_leaking_runner_started_by_a_shell_is_said_to_never_wait() {
 /// the command's own output.
 #[test]
 fn without_json_the_verdict_is_text_on_stderr_and_stdout_is_the_commands_own() {
-    if !privileged("without_json_the_verdict_is_text_on_stderr_and_stdout_is_the_commands_own") {
+    if !privileged() {
         return;
     }
     let runner = bin("job-runner");
@@ -554,7 +552,7 @@ fn without_json_the_verdict_is_text_on_stderr_and_stdout_is_the_commands_own() {
 /// the tree, is named; neither shell is.
 #[test]
 fn a_leaking_grandchild_under_a_clean_top_process_is_named_not_the_top() {
-    if !privileged("a_leaking_grandchild_under_a_clean_top_process_is_named_not_the_top") {
+    if !privileged() {
         return;
     }
     let runner = bin("job-runner");
@@ -602,7 +600,7 @@ fn a_leaking_grandchild_under_a_clean_top_process_is_named_not_the_top() {
 /// its 5 adopted jobs as zombies: both are named, the init as the adopter.
 #[test]
 fn a_pid_namespace_init_that_never_reaps_is_named_as_the_adopter() {
-    if !privileged("a_pid_namespace_init_that_never_reaps_is_named_as_the_adopter") {
+    if !privileged() {
         return;
     }
     let runner = bin("job-runner");
@@ -650,7 +648,7 @@ fn a_pid_namespace_init_that_never_reaps_is_named_as_the_adopter() {
 /// (The command itself may create PID namespaces: see the test above.)
 #[test]
 fn inside_a_pid_namespace_run_refuses_and_says_how_to_run_it() {
-    if !privileged("inside_a_pid_namespace_run_refuses_and_says_how_to_run_it") {
+    if !privileged() {
         return;
     }
     let container = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];
@@ -673,7 +671,7 @@ fn inside_a_pid_namespace_run_refuses_and_says_how_to_run_it() {
 /// reaped by it when it exits. Nothing is owed longer than the grace.
 #[test]
 fn double_forked_daemons_pass_with_the_default_grace() {
-    if !privileged("double_forked_daemons_pass_with_the_default_grace") {
+    if !privileged() {
         return;
     }
     // Ready once every daemon was reaped by the subreaper; ends on stdin EOF.
@@ -699,7 +697,7 @@ fn double_forked_daemons_pass_with_the_default_grace() {
 /// leaking: it passes with the default grace of 1 s, and the latency shows.
 #[test]
 fn a_parent_that_reaps_after_100_ms_passes_with_the_default_grace() {
-    if !privileged("a_parent_that_reaps_after_100_ms_passes_with_the_default_grace") {
+    if !privileged() {
         return;
     }
     let out = guard_json(&[], &[&bin("delayed-reaper"), "5", "100"]);
@@ -724,7 +722,7 @@ fn a_parent_that_reaps_after_100_ms_passes_with_the_default_grace() {
 /// the clean command passes and the verdict never mentions them.
 #[test]
 fn a_leaky_process_outside_the_tree_is_never_blamed() {
-    if !privileged("a_leaky_process_outside_the_tree_is_never_blamed") {
+    if !privileged() {
         return;
     }
     let before = Workload::start("never-waits", &["50"]);
@@ -768,7 +766,7 @@ fn a_leaky_process_outside_the_tree_is_never_blamed() {
 /// signal, and the verdict records it.
 #[test]
 fn the_commands_exit_status_comes_through() {
-    if !privileged("the_commands_exit_status_comes_through") {
+    if !privileged() {
         return;
     }
     for (script, code, status) in [
@@ -795,7 +793,7 @@ fn the_commands_exit_status_comes_through() {
 /// says the run did not pass, naming the leaker.
 #[test]
 fn a_leak_and_a_failing_command_keep_the_commands_status() {
-    if !privileged("a_leak_and_a_failing_command_keep_the_commands_status") {
+    if !privileged() {
         return;
     }
     let runner = bin("job-runner");
@@ -822,7 +820,7 @@ fn a_leak_and_a_failing_command_keep_the_commands_status() {
 
 #[test]
 fn a_command_that_is_not_found_exits_127_and_says_so() {
-    if !privileged("a_command_that_is_not_found_exits_127_and_says_so") {
+    if !privileged() {
         return;
     }
     let name = format!("zt-no-such-command-{}", std::process::id());
@@ -842,10 +840,10 @@ fn a_command_that_is_not_found_exits_127_and_says_so() {
 
 #[test]
 fn a_command_that_is_not_executable_exits_126_and_says_so() {
-    if !privileged("a_command_that_is_not_executable_exits_126_and_says_so") {
+    if !privileged() {
         return;
     }
-    let scratch = Scratch::new("guard-not-executable");
+    let scratch = Scratch::new();
     let file = scratch.path("not-executable.sh");
     std::fs::write(&file, "#!/bin/sh\nexit 0\n").expect("write the script");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
@@ -866,7 +864,7 @@ fn a_command_that_is_not_executable_exits_126_and_says_so() {
 /// the verdict is still printed; the exit status is the command's, 130.
 #[test]
 fn sigint_stops_the_command_and_still_prints_the_verdict() {
-    if !privileged("sigint_stops_the_command_and_still_prints_the_verdict") {
+    if !privileged() {
         return;
     }
     let guard = Guard::start(&["--json"], &["sleep", "30"]);
@@ -1017,10 +1015,10 @@ fn junit_failures(xml: &str) -> Vec<String> {
 /// whose message names the leaking parent's PID.
 #[test]
 fn junit_output_has_the_common_shape_for_a_pass_and_a_failure() {
-    if !privileged("junit_output_has_the_common_shape_for_a_pass_and_a_failure") {
+    if !privileged() {
         return;
     }
-    let scratch = Scratch::new("guard-junit");
+    let scratch = Scratch::new();
     let runner = bin("job-runner");
 
     let passing = scratch.path("pass.xml");

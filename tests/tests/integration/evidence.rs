@@ -1,18 +1,16 @@
 //! Evidence capture end to end: record an incident, then replay it with no
 //! privileges into the same views (`report`), also from damaged files.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 fn zombie_trace(args: &[&str]) -> Output {
-    Command::new(workspace_bin("zombie-trace"))
+    Command::new(bin_path("zombie-trace"))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -59,13 +57,13 @@ fn wait_for(child: &mut std::process::Child, timeout: Duration) -> std::process:
 
 #[test]
 fn report_json_replays_exactly_what_watch_json_printed_live() {
-    if !privileged("report_json_replays_exactly_what_watch_json_printed_live") {
+    if !privileged() {
         return;
     }
-    let scratch = Scratch::new("evidence-equal");
+    let scratch = Scratch::new();
     let file = scratch.path("incident.ztr");
     let flags = ["--interval", "0.3", "--threshold", "8"];
-    let mut watch = Command::new(workspace_bin("zombie-trace"))
+    let mut watch = Command::new(bin_path("zombie-trace"))
         .args(["watch", "--json", "--duration", "4", "--record"])
         .arg(&file)
         .args(flags)
@@ -139,7 +137,7 @@ fn report_json_replays_exactly_what_watch_json_printed_live() {
 /// `after`; returns the file and the parent's PID and zombie count.
 fn killed_recording(scratch: &Scratch, after: Duration) -> (PathBuf, u32, u64) {
     let file = scratch.path("killed.ztr");
-    let mut recorder = Command::new(workspace_bin("zombie-trace"))
+    let mut recorder = Command::new(bin_path("zombie-trace"))
         .arg("record")
         .arg("-o")
         .arg(&file)
@@ -174,10 +172,10 @@ fn killed_recording(scratch: &Scratch, after: Duration) -> (PathBuf, u32, u64) {
 
 #[test]
 fn a_recorder_killed_with_sigkill_leaves_a_file_that_reports_the_leak() {
-    if !privileged("a_recorder_killed_with_sigkill_leaves_a_file_that_reports_the_leak") {
+    if !privileged() {
         return;
     }
-    let scratch = Scratch::new("evidence-killed");
+    let scratch = Scratch::new();
     let (file, pid, owed) = killed_recording(&scratch, Duration::from_secs(3));
     let out = report(&file, &["--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -237,10 +235,10 @@ impl Rng {
 
 #[test]
 fn damaged_recordings_never_panic_and_never_hide_the_damage() {
-    if !privileged("damaged_recordings_never_panic_and_never_hide_the_damage") {
+    if !privileged() {
         return;
     }
-    let scratch = Scratch::new("evidence-damaged");
+    let scratch = Scratch::new();
     let (file, _, _) = killed_recording(&scratch, Duration::from_secs(2));
     let intact = std::fs::read(&file).expect("read the recording");
     let reference = report(&file, &["--json"]);
@@ -288,13 +286,13 @@ fn damaged_recordings_never_panic_and_never_hide_the_damage() {
 
 #[test]
 fn a_bounded_recording_drops_its_oldest_segments_and_says_so() {
-    if !privileged("a_bounded_recording_drops_its_oldest_segments_and_says_so") {
+    if !privileged() {
         return;
     }
-    let scratch = Scratch::new("evidence-bounded");
+    let scratch = Scratch::new();
     let file = scratch.path("bounded.ztr");
     let max = 96 * 1024;
-    let mut recorder = Command::new(workspace_bin("zombie-trace"))
+    let mut recorder = Command::new(bin_path("zombie-trace"))
         .arg("record")
         .arg("-o")
         .arg(&file)
@@ -329,10 +327,10 @@ fn a_bounded_recording_drops_its_oldest_segments_and_says_so() {
 
 #[test]
 fn report_views_as_of_a_time_latency_and_explain() {
-    if !privileged("report_views_as_of_a_time_latency_and_explain") {
+    if !privileged() {
         return;
     }
-    let scratch = Scratch::new("evidence-views");
+    let scratch = Scratch::new();
     let (file, pid, owed) = killed_recording(&scratch, Duration::from_secs(2));
     // As of the start, before the leak: the parent owes nothing.
     let at_start = report(&file, &["--json", "--at", "0.5s"]);
@@ -373,7 +371,7 @@ fn report_views_as_of_a_time_latency_and_explain() {
 
 #[test]
 fn a_file_that_is_not_a_recording_gets_one_line_and_exit_2() {
-    let scratch = Scratch::new("evidence-notrec");
+    let scratch = Scratch::new();
     let text = scratch.path("notes.txt");
     std::fs::write(&text, "these are my incident notes\n").expect("write");
     let empty = scratch.path("empty.ztr");
@@ -392,19 +390,16 @@ fn a_file_that_is_not_a_recording_gets_one_line_and_exit_2() {
 
 #[test]
 fn the_html_report_opens_in_a_real_browser_and_the_perfetto_trace_has_every_zombie() {
-    let test = "the_html_report_opens_in_a_real_browser_and_the_perfetto_trace_has_every_zombie";
-    if !privileged(test) {
+    if !privileged() {
         return;
     }
-    if zombie_trace_tests::chromium::chromium().is_none() {
-        let problem = "chromium is not installed (`cargo xtask test` installs it as root)";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: CI=true, but {problem}");
-        }
-        eprintln!("skipping {test}: {problem}");
+    let no_chromium = zombie_trace_tests::chromium::chromium()
+        .is_none()
+        .then(|| "chromium is not installed (`cargo xtask test` installs it as root)".to_owned());
+    if !can_run(no_chromium, None) {
         return;
     }
-    let scratch = Scratch::new("evidence-html");
+    let scratch = Scratch::new();
     let (file, pid, owed) = killed_recording(&scratch, Duration::from_secs(2));
     let html = scratch.path("incident.html");
     let trace = scratch.path("incident.trace.json");

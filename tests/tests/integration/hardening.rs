@@ -1,24 +1,22 @@
 //! Abuse: overflow, signals, bad input, long churn. The tracer must count what
 //! it loses, stop cleanly, refuse nonsense with a message, and stay flat.
 
-mod common;
-
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use zombie_trace::host::facts::{HostFacts as _, LiveHost};
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::views::report::{Filter, Report};
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 /// A one-page ring buffer overflowed by an undrained burst: the loss is
 /// counted, and the report says its ledger is incomplete.
 #[test]
 fn an_overflowing_ring_marks_the_report_incomplete() {
-    if !privileged("an_overflowing_ring_marks_the_report_incomplete") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -58,7 +56,7 @@ fn an_overflowing_ring_marks_the_report_incomplete() {
 /// the loss stays counted.
 #[test]
 fn a_resync_after_an_overflow_makes_the_ledger_equal_to_proc() {
-    if !privileged("a_resync_after_an_overflow_makes_the_ledger_equal_to_proc") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -143,7 +141,7 @@ fn loaded_program_ids() -> HashSet<u32> {
 
 #[test]
 fn sigint_sigterm_and_sighup_detach_flush_and_exit_zero() {
-    if !privileged("sigint_sigterm_and_sighup_detach_flush_and_exit_zero") {
+    if !privileged() {
         return;
     }
     for (name, signal) in [
@@ -151,7 +149,7 @@ fn sigint_sigterm_and_sighup_detach_flush_and_exit_zero() {
         ("SIGTERM", libc::SIGTERM),
         ("SIGHUP", libc::SIGHUP),
     ] {
-        let mut child = Command::new(workspace_bin("zombie-trace"))
+        let mut child = Command::new(bin_path("zombie-trace"))
             .args(["watch", "--json", "--interval", "30"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -202,7 +200,7 @@ fn sigint_sigterm_and_sighup_detach_flush_and_exit_zero() {
 }
 
 fn run(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(workspace_bin("zombie-trace"))
+    let output = Command::new(bin_path("zombie-trace"))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -238,7 +236,7 @@ fn bad_flags_get_a_message_not_a_panic() {
         );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
-    if privileged("bad_flags_get_a_message_not_a_panic (ring size)") {
+    if privileged_for("ring size") {
         let (code, stderr) = run(&["watch", "--ring-bytes", "5000", "--duration", "1"]);
         assert_eq!(code, Some(1), "{stderr}");
         assert!(stderr.contains("power of two"), "{stderr}");
@@ -251,14 +249,14 @@ fn bad_flags_get_a_message_not_a_panic() {
 /// local runs; CI runs the full ten minutes.
 #[test]
 fn a_ten_minute_churn_soak_keeps_memory_flat() {
-    if !privileged("a_ten_minute_churn_soak_keeps_memory_flat") {
+    if !privileged() {
         return;
     }
     let soak_secs: u64 = std::env::var("ZOMBIE_TRACE_SOAK_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
-    let mut watch = Command::new(workspace_bin("zombie-trace"))
+    let mut watch = Command::new(bin_path("zombie-trace"))
         .args(["watch", "--json", "--interval", "5", "--threshold", "50"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -347,7 +345,7 @@ fn missing_btf_and_unmountable_tracefs_name_the_fix() {
 /// loss, and resyncs them away.
 #[test]
 fn the_zombie_check_removes_phantoms_without_any_loss() {
-    if !privileged("the_zombie_check_removes_phantoms_without_any_loss") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {

@@ -1,15 +1,13 @@
 //! The `zombie-trace` binary end to end: what a user or a script sees.
 
-mod common;
-
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 struct Watch {
     child: Child,
@@ -18,7 +16,7 @@ struct Watch {
 
 impl Watch {
     fn start(args: &[&str]) -> Watch {
-        let mut child = Command::new(workspace_bin("zombie-trace"))
+        let mut child = Command::new(bin_path("zombie-trace"))
             .arg("watch")
             .arg("--json")
             .args(args)
@@ -100,7 +98,7 @@ fn row(report: &Value, pid: u32) -> Option<&Value> {
 
 #[test]
 fn watch_names_a_never_waiting_parent_within_two_seconds() {
-    if !privileged("watch_names_a_never_waiting_parent_within_two_seconds") {
+    if !privileged() {
         return;
     }
     let watch = Watch::start(&["--interval", "0.2", "--threshold", "20"]);
@@ -189,7 +187,7 @@ fn watch_names_a_never_waiting_parent_within_two_seconds() {
 
 #[test]
 fn first_report_lists_zombies_older_than_the_tracer() {
-    if !privileged("first_report_lists_zombies_older_than_the_tracer") {
+    if !privileged() {
         return;
     }
     let leaker = Workload::start("never-waits", &["7"]);
@@ -208,11 +206,11 @@ fn first_report_lists_zombies_older_than_the_tracer() {
 
 #[test]
 fn watch_duration_stops_by_itself() {
-    if !privileged("watch_duration_stops_by_itself") {
+    if !privileged() {
         return;
     }
     let started = Instant::now();
-    let output = Command::new(workspace_bin("zombie-trace"))
+    let output = Command::new(bin_path("zombie-trace"))
         .args(["watch", "--json", "--duration", "1", "--interval", "0.3"])
         .stdin(Stdio::null())
         .output()
@@ -304,10 +302,10 @@ fn snapshot_groups_zombies_by_parent_without_privileges() {
 
 #[test]
 fn check_reports_a_usable_kernel() {
-    if !privileged("check_reports_a_usable_kernel") {
+    if !privileged() {
         return;
     }
-    let output = Command::new(workspace_bin("zombie-trace"))
+    let output = Command::new(bin_path("zombie-trace"))
         .args(["check", "--json"])
         .output()
         .expect("run check");
@@ -325,7 +323,7 @@ fn check_reports_a_usable_kernel() {
 /// a zombie older than one report interval.
 #[test]
 fn watch_started_during_a_fork_reap_storm_names_no_phantom() {
-    if !privileged("watch_started_during_a_fork_reap_storm_names_no_phantom") {
+    if !privileged() {
         return;
     }
     let storm = Workload::start("churn", &["60", "2"]);
@@ -378,7 +376,7 @@ fn watch_started_during_a_fork_reap_storm_names_no_phantom() {
 /// with /proc), and still reports the loss.
 #[test]
 fn a_stalled_reader_is_exact_again_one_interval_after_a_burst() {
-    if !privileged("a_stalled_reader_is_exact_again_one_interval_after_a_burst") {
+    if !privileged() {
         return;
     }
     let watch = Watch::start(&["--interval", "0.5", "--ring-bytes", "4096"]);

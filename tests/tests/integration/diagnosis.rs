@@ -1,20 +1,18 @@
 //! Diagnosis on the real kernel: why a parent leaks, what to do, when the
 //! PID space runs out.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use zombie_trace::engine::explain::explain_proc_only;
 use zombie_trace::engine::live::Session;
 use zombie_trace::host::facts::{LiveHost, now};
 use zombie_trace::host::procfs::boot_time_now_ns;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::views::diagnosis::{Diagnosis, GrowthTracker, diagnose};
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 fn diagnosis(session: &Session, pid: u32) -> Diagnosis {
     let now = now().expect("clock");
@@ -44,7 +42,7 @@ async fn until_pending(session: &mut Session, pid: u32, n: u32) {
 
 #[test]
 fn a_parent_without_handler_or_waits_never_waits() {
-    if !privileged("a_parent_without_handler_or_waits_never_waits") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -65,7 +63,7 @@ fn a_parent_without_handler_or_waits_never_waits() {
 
 #[test]
 fn a_parent_that_waits_for_one_child_is_diagnosed_as_such() {
-    if !privileged("a_parent_that_waits_for_one_child_is_diagnosed_as_such") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -83,7 +81,7 @@ fn a_parent_that_waits_for_one_child_is_diagnosed_as_such() {
 
 #[test]
 fn a_removed_sigchld_handler_is_shown_with_its_time() {
-    if !privileged("a_removed_sigchld_handler_is_shown_with_its_time") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -122,7 +120,7 @@ fn a_removed_sigchld_handler_is_shown_with_its_time() {
 
 #[test]
 fn a_subreaper_that_never_reaps_is_the_one_that_must_reap() {
-    if !privileged("a_subreaper_that_never_reaps_is_the_one_that_must_reap") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -146,7 +144,7 @@ fn a_subreaper_that_never_reaps_is_the_one_that_must_reap() {
 
 #[test]
 fn a_pid_namespace_init_that_never_reaps_is_the_one_that_must_reap() {
-    if !privileged("a_pid_namespace_init_that_never_reaps_is_the_one_that_must_reap") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -217,7 +215,7 @@ impl Drop for PidsCgroup {
 
 #[test]
 fn the_forecast_for_a_steady_leak_is_within_twenty_percent() {
-    if !privileged("the_forecast_for_a_steady_leak_is_within_twenty_percent") {
+    if !privileged() {
         return;
     }
     runtime().block_on(async {
@@ -313,7 +311,7 @@ fn explain_works_without_privileges_and_says_so() {
 #[test]
 fn explain_rejects_bad_pids_with_exit_2() {
     for arg in ["abc", "0", "-1", "2147483648"] {
-        let output = Command::new(workspace_bin("zombie-trace"))
+        let output = Command::new(bin_path("zombie-trace"))
             .args(["explain", arg])
             .stdin(Stdio::null())
             .output()
@@ -326,7 +324,7 @@ fn explain_rejects_bad_pids_with_exit_2() {
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").expect("pid_max");
     let unused = (pid_max.trim().parse::<u32>().expect("number") - 1).to_string();
     if !std::path::Path::new(&format!("/proc/{unused}")).exists() {
-        let output = Command::new(workspace_bin("zombie-trace"))
+        let output = Command::new(bin_path("zombie-trace"))
             .args(["explain", &unused])
             .stdin(Stdio::null())
             .output()
@@ -339,11 +337,11 @@ fn explain_rejects_bad_pids_with_exit_2() {
 
 #[test]
 fn explain_as_root_traces_live() {
-    if !privileged("explain_as_root_traces_live") {
+    if !privileged() {
         return;
     }
     let leaker = Workload::start("never-waits", &["3"]);
-    let output = Command::new(workspace_bin("zombie-trace"))
+    let output = Command::new(bin_path("zombie-trace"))
         .args([
             "explain",
             "--json",

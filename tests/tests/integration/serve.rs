@@ -1,15 +1,13 @@
 //! `zombie-trace serve` end to end: the agent as Prometheus and a hostile
 //! network see it.
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use zombie_trace_tests::Workload;
+use crate::common::*;
+use zombie_trace_tests::client::{Workload, bin_path};
 
 /// A running `serve`, stopped (SIGTERM, then waited for) on drop.
 struct Serve {
@@ -23,7 +21,7 @@ impl Serve {
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
-        let child = Command::new(workspace_bin("zombie-trace"))
+        let child = Command::new(bin_path("zombie-trace"))
             .args(["serve", "--listen", &addr.to_string()])
             .args(extra)
             .stdin(Stdio::null())
@@ -106,7 +104,7 @@ fn parent_series(exposition: &str) -> usize {
 
 #[test]
 fn metrics_name_the_leaking_parent_with_its_exact_count() {
-    if !privileged("metrics_name_the_leaking_parent_with_its_exact_count") {
+    if !privileged() {
         return;
     }
     let serve = Serve::start(&[]);
@@ -175,7 +173,7 @@ fn metrics_name_the_leaking_parent_with_its_exact_count() {
 
 #[test]
 fn hostile_clients_never_stop_the_scrapes() {
-    if !privileged("hostile_clients_never_stop_the_scrapes") {
+    if !privileged() {
         return;
     }
     let serve = Serve::start(&[]);
@@ -232,9 +230,7 @@ fn hostile_clients_never_stop_the_scrapes() {
 
 #[test]
 fn a_scrape_during_a_30000_exit_burst_answers_within_a_second_and_the_ledger_stays_exact() {
-    if !privileged(
-        "a_scrape_during_a_30000_exit_burst_answers_within_a_second_and_the_ledger_stays_exact",
-    ) {
+    if !privileged() {
         return;
     }
     let serve = Serve::start(&["--ring-bytes", "16777216"]);
@@ -278,7 +274,7 @@ fn a_scrape_during_a_30000_exit_burst_answers_within_a_second_and_the_ledger_sta
 
 #[test]
 fn per_parent_series_stay_bounded_under_pid_churn() {
-    if !privileged("per_parent_series_stay_bounded_under_pid_churn") {
+    if !privileged() {
         return;
     }
     let top = 5;
@@ -303,19 +299,16 @@ fn per_parent_series_stay_bounded_under_pid_churn() {
 
 #[test]
 fn a_real_prometheus_sees_the_exact_count_and_fires_the_alert_naming_the_pid() {
-    let test = "a_real_prometheus_sees_the_exact_count_and_fires_the_alert_naming_the_pid";
-    if !privileged(test) {
+    if !privileged() {
         return;
     }
     use zombie_trace_tests::prometheus::{
         Prometheus, TempDir, rules_copy_with_short_for, samples, shipped_rules,
     };
-    if zombie_trace_tests::prometheus::prometheus_bin().is_none() {
-        let problem = "prometheus is not installed (`cargo xtask test` installs it as root)";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: CI=true, but {problem}");
-        }
-        eprintln!("skipping {test}: {problem}");
+    let no_prometheus = zombie_trace_tests::prometheus::prometheus_bin()
+        .is_none()
+        .then(|| "prometheus is not installed (`cargo xtask test` installs it as root)".to_owned());
+    if !can_run(no_prometheus, None) {
         return;
     }
     let serve = Serve::start(&[]);

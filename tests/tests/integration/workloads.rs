@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use zombie_trace_tests::Workload;
+use zombie_trace_tests::client::Workload;
 use zombie_trace_tests::client::{bin_path, stat, zombies_among};
 
 /// Finishes `w`, asserts a clean exit and that nothing it created is left
