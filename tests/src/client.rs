@@ -94,6 +94,15 @@ pub fn bin_path(name: &str) -> PathBuf {
     p
 }
 
+/// Whether this kernel's io_uring has `IORING_OP_WAITID` (Linux 6.7 on), as
+/// io_uring's own probe says; an error when io_uring cannot be set up.
+pub fn kernel_has_io_uring_waitid() -> io::Result<bool> {
+    let ring = io_uring::IoUring::new(2)?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    Ok(probe.is_supported(io_uring::opcode::WaitId::CODE))
+}
+
 /// Pids (from `pids`) that are zombies right now.
 pub fn zombies_among(pids: &[u32]) -> Vec<u32> {
     pids.iter()

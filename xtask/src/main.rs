@@ -124,15 +124,27 @@ fn dispatch(task: Task) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cargo` arguments that build what the integration tests run: zombie-trace
+/// and the scenario workloads, into one directory.
+const BUILD_TEST_BINARIES: [&str; 6] = [
+    "build",
+    "-p",
+    "zombie-trace",
+    "-p",
+    "zombie-trace-tests",
+    "--bins",
+];
+
+/// What to do when a build fails.
+const BUILD_FIX: &str =
+    "fix the compile error above; if the eBPF build failed, rerun `cargo xtask setup`";
+
 fn build(ws: &Workspace, release: bool) -> Result<()> {
     let mut build = ws.cargo(["build", "-p", "zombie-trace"]);
     if release {
         build.arg("--release");
     }
-    run(
-        &mut build,
-        "fix the compile error above; if the eBPF build failed, rerun `cargo xtask setup`",
-    )
+    run(&mut build, BUILD_FIX)
 }
 
 fn run_tracer(ws: &Workspace, release: bool, args: &[OsString]) -> Result<ExitCode> {
@@ -196,17 +208,7 @@ fn test(ws: &Workspace, args: &[String]) -> Result<()> {
     setup::setup(ws)?;
     setup::ensure_debian_packages(&setup::TEST_PACKAGES)?;
     banner("build zombie-trace and the scenario workloads");
-    run(
-        &mut ws.cargo([
-            "build",
-            "-p",
-            "zombie-trace",
-            "-p",
-            "zombie-trace-tests",
-            "--bins",
-        ]),
-        "fix the compile error above; if the eBPF build failed, rerun `cargo xtask setup`",
-    )?;
+    run(&mut ws.cargo(BUILD_TEST_BINARIES), BUILD_FIX)?;
     let mut phases = Phases::default();
     phases.run("unit tests", || {
         run(
@@ -255,7 +257,7 @@ fn vmtest_skip_reason(in_ci: bool, args: &[String]) -> Option<String> {
     if let Some(reason) = vmtest::unavailable() {
         return Some(reason);
     }
-    if find_in_path("qemu-system-x86_64").is_none() && !is_root() {
+    if find_in_path(vmtest::QEMU).is_none() && !is_root() {
         return Some(
             "qemu-system-x86_64 is missing and installing it needs root \
              (`sudo apt-get install qemu-system-x86`)"

@@ -73,11 +73,51 @@ pub fn start_session(options: TracerOptions) -> Session {
     }
 }
 
+/// How many times slower than a host the machine running the tests is:
+/// `ZOMBIE_TRACE_TEST_SLOWDOWN`, which `cargo xtask vmtest` sets in an
+/// emulated (TCG) guest, where every instruction is interpreted; 1
+/// elsewhere.
+pub fn slowdown() -> u32 {
+    std::env::var("ZOMBIE_TRACE_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|value| value.parse::<u32>().ok())
+        .filter(|&factor| factor >= 1)
+        .unwrap_or(1)
+}
+
+/// A budget for work to get done (a start-up, a catch-up after a burst),
+/// stretched by [`slowdown`]. Never for a bound that is what a test is
+/// about, such as a zombie's age against the report interval.
+pub fn budget(on_a_host: Duration) -> Duration {
+    on_a_host * slowdown()
+}
+
 /// Long enough for any event on an idle 2-core machine; a test that expects
 /// a state waits at most this long, a test that expects nothing to happen
 /// watches for `QUIET`.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub const QUIET: Duration = Duration::from_millis(300);
+
+/// `zombie-trace check --json`: its exit status and the checks by name.
+pub fn check_json() -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+    let output = Command::new(bin_path("zombie-trace"))
+        .args(["check", "--json"])
+        .output()
+        .expect("run zombie-trace check");
+    let checks: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).expect("check --json prints an array");
+    (output.status, checks)
+}
+
+/// The detail `check` gives for the check called `name`.
+pub fn check_detail(checks: &[serde_json::Value], name: &str) -> String {
+    checks
+        .iter()
+        .find(|check| check["name"] == name)
+        .and_then(|check| check["detail"].as_str())
+        .unwrap_or_else(|| panic!("check has no {name:?}: {checks:#?}"))
+        .to_owned()
+}
 
 /// The live process with this PID in the ledger.
 pub fn process(ledger: &Ledger, pid: u32) -> Option<&Process> {

@@ -52,7 +52,13 @@ pub struct Boot<'a> {
     pub cpus: u32,
     pub memory_mib: u32,
     pub probe: bool,
+    /// What the tests stretch their work budgets by (see [`SLOWDOWN_ARG`]).
+    pub slowdown: u32,
 }
+
+/// The kernel command line's word that /init exports as
+/// `ZOMBIE_TRACE_TEST_SLOWDOWN`, e.g. `zt.slowdown=4`.
+pub const SLOWDOWN_ARG: &str = "zt.slowdown";
 
 impl Boot<'_> {
     fn command(&self) -> Command {
@@ -61,7 +67,10 @@ impl Boot<'_> {
             Accel::Kvm => "kvm",
             Accel::Tcg | Accel::Auto => "tcg",
         };
-        let mut append = String::from("console=ttyS0 quiet panic=-1");
+        let mut append = format!(
+            "console=ttyS0 quiet panic=-1 {SLOWDOWN_ARG}={}",
+            self.slowdown
+        );
         if self.probe {
             append.push(' ');
             append.push_str(PROBE_ARG);

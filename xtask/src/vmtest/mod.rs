@@ -36,7 +36,7 @@ use crate::{
     setup,
 };
 use cpio::Cpio;
-use guest::{Accel, Boot, MARK, PROBE_ARG};
+use guest::{Accel, Boot, MARK, PROBE_ARG, SLOWDOWN_ARG};
 use packages::{Apt, Family, upstream_version};
 
 /// The kernels every run boots: distribution LTS kernels job runners live on.
@@ -81,7 +81,7 @@ const GUEST_TESTS: [&str; 6] = [
 /// (`unshare --kill-child`); copied with their libraries.
 const HOST_TOOLS: [&str; 1] = ["unshare"];
 
-const QEMU: &str = "qemu-system-x86_64";
+pub const QEMU: &str = "qemu-system-x86_64";
 
 #[derive(Debug, clap::Args)]
 pub struct VmtestArgs {
@@ -147,6 +147,7 @@ pub fn vmtest(ws: &Workspace, args: &VmtestArgs) -> Result<()> {
     if let Some(reason) = unavailable() {
         bail!("{reason}");
     }
+    // `cargo xtask test` has installed it with the other test packages.
     setup::ensure_debian_packages(&[(QEMU, "qemu-system-x86")])?;
     let qemu = find_in_path(QEMU).with_context(|| {
         format!("{QEMU} is missing: install it (`sudo apt-get install qemu-system-x86`)")
@@ -218,6 +219,10 @@ pub fn vmtest(ws: &Workspace, args: &VmtestArgs) -> Result<()> {
             cpus: GUEST_CPUS,
             memory_mib: GUEST_MEMORY_MIB,
             probe: false,
+            slowdown: match accel {
+                Accel::Tcg | Accel::Auto => TCG_SLOWDOWN,
+                Accel::Kvm => 1,
+            },
         };
         let log = guest::log_path(&logs, family.name);
         let console = guest::run(
@@ -259,6 +264,12 @@ const GUEST_CPUS: u32 = 2;
 /// The tests' largest workloads (a few thousand processes) fit with room.
 const GUEST_MEMORY_MIB: u32 = 2048;
 
+/// How many times slower the tests' work is in a TCG guest than on the
+/// host (measured: the scenario tests take ~4× as long; the budget has
+/// room). Tests stretch only budgets for work by it, never the bounds they
+/// are about (see the tests' `budget`).
+const TCG_SLOWDOWN: u32 = 5;
+
 /// The built binaries a guest needs.
 struct Binaries {
     /// zombie-trace and the workloads, which the tests find in one directory.
@@ -268,26 +279,15 @@ struct Binaries {
 }
 
 fn build(ws: &Workspace) -> Result<Binaries> {
-    let fix = "fix the compile error above; if the eBPF build failed, rerun `cargo xtask setup`";
     let built = |args: &[&str], kind: &str| -> Result<Vec<PathBuf>> {
         let mut cargo = ws.cargo(["--quiet"]);
         cargo
             .args(args)
             .arg("--message-format=json-render-diagnostics");
-        let json = capture(&mut cargo, fix)?;
+        let json = capture(&mut cargo, crate::BUILD_FIX)?;
         Ok(artifacts(&json, kind))
     };
-    let bins = built(
-        &[
-            "build",
-            "-p",
-            "zombie-trace",
-            "-p",
-            "zombie-trace-tests",
-            "--bins",
-        ],
-        "bin",
-    )?;
+    let bins = built(&crate::BUILD_TEST_BINARIES, "bin")?;
     let tests = built(&["test", "-p", "zombie-trace-tests", "--no-run"], "test")?;
     if !bins.iter().any(|bin| bin.ends_with("zombie-trace")) {
         bail!("cargo built no zombie-trace binary");
@@ -501,10 +501,13 @@ if grep -qw {PROBE_ARG} /proc/cmdline; then
     poweroff -f
 fi
 export PATH=/usr/bin:/bin:/{GUEST_BIN_DIR} CI=true ZOMBIE_TRACE_BIN_DIR=/{GUEST_BIN_DIR} HOME=/tmp
+for word in $(cat /proc/cmdline); do
+    case "$word" in {SLOWDOWN_ARG}=*) export ZOMBIE_TRACE_TEST_SLOWDOWN="${{word#*=}}" ;; esac
+done
 cd /tmp
 status=0
 for test in /{GUEST_TEST_DIR}/*; do
-    "$test" --test-threads=1 {args} || status=$?
+    "$test" --test-threads=1 --show-output {args} || status=$?
 done
 echo "{MARK} exit $status"
 poweroff -f
@@ -537,6 +540,7 @@ fn probe_kvm(qemu: &Path, kernel: &Path, initramfs: &Path) -> Accel {
         cpus: 1,
         memory_mib: 512,
         probe: true,
+        slowdown: 1,
     };
     // A kernel reaches /init in ~1 s with KVM; a broken KVM either says so
     // at once or spins without a word.
@@ -670,7 +674,9 @@ mod tests {
     #[test]
     fn init_quotes_the_test_arguments() {
         let script = init_script(&["scenarios::".to_owned(), "it's".to_owned()]);
-        assert!(script.contains(r#""$test" --test-threads=1 'scenarios::' 'it'\''s'"#));
+        assert!(
+            script.contains(r#""$test" --test-threads=1 --show-output 'scenarios::' 'it'\''s'"#)
+        );
         assert!(script.contains("CI=true"));
         assert!(script.starts_with("#!/bin/busybox sh\n"));
     }
