@@ -418,10 +418,11 @@ fn is_libllvm_name(name: &str) -> bool {
 /// headless Chromium opens the HTML incident report in a real browser; a
 /// real Prometheus scrapes `serve` and evaluates the shipped alert rules,
 /// and its promtool checks them.
-pub const TEST_PACKAGES: [(&str, &str); 3] = [
+pub const TEST_PACKAGES: [(&str, &str); 4] = [
     ("chromium", "chromium"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
+    ("tmux", "tmux"),
 ];
 
 /// Installs the Debian packages of `packages` whose command is missing
