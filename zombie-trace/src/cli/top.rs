@@ -24,8 +24,8 @@ use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
+use zombie_trace::engine::live::stop_on_signals;
 use zombie_trace::engine::replay::{ReplayOptions, replay};
 use zombie_trace::engine::{Answer, Consumer, Context, Query};
 use zombie_trace::model::{Change, Moment};
@@ -241,25 +241,9 @@ async fn live_top(args: TopArgs, color: bool) -> anyhow::Result<ExitCode> {
         quit: quit.clone(),
         quitting: false,
     };
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let deadline = args.trace.duration();
-    let stop = async move {
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
-            _ = sighup.recv() => {}
-            () = quit.notified() => {}
-            () = until_deadline => {}
-        }
-    };
+    let stop = stop_on_signals(args.trace.duration(), async move {
+        quit.notified().await;
+    })?;
     let result = session
         .run_until_stop(
             &mut top,

@@ -12,7 +12,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crate::engine::Context;
 use crate::host::pressure::Limit;
 use crate::model::{Change, ProcKey, ReapKind};
-use crate::render::text::{format_age, timestamp};
+use crate::render::text::{format_age_bound, timestamp};
 use crate::views::diagnosis::{Diagnosis, GrowthTracker, diagnose_traced};
 use crate::views::latency::{GroupBy, LatencyView, Log2Bucket};
 use crate::views::report::{AlertTracker, Filter, parent_rows};
@@ -139,12 +139,7 @@ pub struct TopRow {
 
 impl TopRow {
     pub fn oldest_text(&self) -> String {
-        let age = format_age(self.oldest_ms);
-        if self.oldest_exact {
-            age
-        } else {
-            format!(">{age}")
-        }
+        format_age_bound(self.oldest_ms, self.oldest_exact)
     }
 }
 
