@@ -417,12 +417,14 @@ fn is_libllvm_name(name: &str) -> bool {
 /// Debian packages the test suite needs, by the command each provides:
 /// headless Chromium opens the HTML incident report in a real browser; a
 /// real Prometheus scrapes `serve` and evaluates the shipped alert rules,
-/// and its promtool checks them; qemu boots the kernel matrix's guests
-/// (`cargo xtask vmtest`), all in one `apt-get update` and install.
-pub const TEST_PACKAGES: [(&str, &str); 4] = [
+/// and its promtool checks them; tmux runs `top` in a real terminal; qemu
+/// boots the kernel matrix's guests (`cargo xtask vmtest`); all in one
+/// `apt-get update` and install.
+pub const TEST_PACKAGES: [(&str, &str); 5] = [
     ("chromium", "chromium"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
+    ("tmux", "tmux"),
     (crate::vmtest::QEMU, "qemu-system-x86"),
 ];
 

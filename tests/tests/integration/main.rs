@@ -14,4 +14,5 @@ mod hardening;
 mod latency;
 mod scenarios;
 mod serve;
+mod top;
 mod workloads;

@@ -9,6 +9,7 @@ mod report;
 mod run;
 mod serve;
 mod snapshot;
+mod top;
 mod watch;
 
 use std::io::Write as _;
@@ -52,6 +53,10 @@ enum Command {
     /// Run as an agent (needs root): Prometheus metrics, a health check and
     /// the current report over HTTP, on loopback unless told otherwise.
     Serve(serve::ServeArgs),
+    /// One live screen, like `top` (needs root): parents owing reaps with
+    /// trends, PID pressure, a diagnosis of the selected one, alerts. With
+    /// `--replay FILE`, the same screen over a recording (no privileges).
+    Top(top::TopArgs),
     /// Zombies grouped by the parent that owes the reap, from /proc only (no privileges).
     Snapshot(snapshot::SnapshotArgs),
     /// What this kernel and these privileges allow, and the fix for each missing part.
@@ -69,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report::run(args),
         Command::Run(args) => run::main(args),
         Command::Serve(args) => traced("serve", serve::run(args)),
+        Command::Top(args) => top::run(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Check(args) => check::run(args),
     };

@@ -608,28 +608,7 @@ impl Session {
         interval: Option<Duration>,
         queries: Option<&mut tokio::sync::mpsc::Receiver<Query>>,
     ) -> Result<(), SessionError> {
-        let mut sigint =
-            signal(SignalKind::interrupt()).map_err(|e| SessionError::Signal("SIGINT", e))?;
-        let mut sigterm =
-            signal(SignalKind::terminate()).map_err(|e| SessionError::Signal("SIGTERM", e))?;
-        // A closed terminal or a supervisor's HUP stops tracing cleanly too.
-        let mut sighup =
-            signal(SignalKind::hangup()).map_err(|e| SessionError::Signal("SIGHUP", e))?;
-        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
-        let stop = async move {
-            let until_deadline = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = sigint.recv() => {}
-                _ = sigterm.recv() => {}
-                _ = sighup.recv() => {}
-                () = until_deadline => {}
-            }
-        };
+        let stop = stop_on_signals(duration, std::future::pending())?;
         self.run_until_stop(consumer, stop, interval, queries).await
     }
 
@@ -690,4 +669,35 @@ fn zombie_in_proc(ledger: &Ledger, key: ProcKey) -> Result<bool, ProcError> {
     };
     let parent = ledger.parent_of(&key).map(|p| p.key.pid);
     Ok(st.start_ticks == key.start_ticks && st.is_zombie() && parent == Some(st.ppid))
+}
+
+/// Completes at SIGINT, SIGTERM or SIGHUP, once `duration` has passed (if
+/// given), or when `also` completes (a command's own reason to stop): what
+/// ends a live session. The handlers are installed now.
+pub fn stop_on_signals(
+    duration: Option<Duration>,
+    also: impl Future<Output = ()>,
+) -> Result<impl Future<Output = ()>, SessionError> {
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| SessionError::Signal("SIGINT", e))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| SessionError::Signal("SIGTERM", e))?;
+    // A closed terminal or a supervisor's HUP stops tracing cleanly too.
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| SessionError::Signal("SIGHUP", e))?;
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    Ok(async move {
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+            _ = sighup.recv() => {}
+            () = until_deadline => {}
+            () = also => {}
+        }
+    })
 }

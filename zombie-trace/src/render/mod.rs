@@ -4,3 +4,4 @@ pub mod html;
 pub mod perfetto;
 pub mod summary;
 pub mod text;
+pub mod top;

@@ -42,6 +42,13 @@ pub fn format_age(ms: u64) -> String {
     }
 }
 
+/// [`format_age`], with `>` in front when the age is a lower bound (a
+/// zombie older than tracing).
+pub fn format_age_bound(ms: u64, exact: bool) -> String {
+    let age = format_age(ms);
+    if exact { age } else { format!(">{age}") }
+}
+
 /// `1.5us`, `20.12ms`, `1.234s`, then [`format_age`].
 pub fn format_us(us: f64) -> String {
     if us < 1000.0 {

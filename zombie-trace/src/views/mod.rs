@@ -6,6 +6,7 @@ pub mod latency;
 pub mod metrics;
 pub mod report;
 pub mod timeline;
+pub mod top;
 pub mod watch;
 
 #[cfg(test)]
@@ -23,6 +24,8 @@ mod tests {
             ("views/watch.rs", include_str!("watch.rs")),
             ("views/incident.rs", include_str!("incident.rs")),
             ("views/timeline.rs", include_str!("timeline.rs")),
+            ("views/top.rs", include_str!("top.rs")),
+            ("render/top.rs", include_str!("../render/top.rs")),
             ("render/text.rs", include_str!("../render/text.rs")),
             ("render/summary.rs", include_str!("../render/summary.rs")),
             ("render/html.rs", include_str!("../render/html.rs")),

@@ -11,7 +11,9 @@ use crate::model::{
     Change, Comm, Ledger, LedgerHealth, LostCounts, Moment, ProcKey, ProcState, Process,
     ResyncSummary,
 };
-use crate::render::text::{format_age, format_us, timestamp, write_lost_warnings};
+use crate::render::text::{
+    format_age, format_age_bound, format_us, timestamp, write_lost_warnings,
+};
 
 /// Which parents a view shows.
 #[derive(Clone, Debug, Default)]
@@ -88,12 +90,7 @@ impl ParentRow {
 
     /// The oldest zombie's age, `>` in front when it is a lower bound.
     pub fn oldest_age_text(&self) -> String {
-        let age = format_age(self.oldest_zombie_age_ms);
-        if self.oldest_zombie_age_exact {
-            age
-        } else {
-            format!(">{age}")
-        }
+        format_age_bound(self.oldest_zombie_age_ms, self.oldest_zombie_age_exact)
     }
 }
 
