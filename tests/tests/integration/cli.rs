@@ -86,6 +86,21 @@ impl Drop for Watch {
     }
 }
 
+/// `report` does not name `pid` as owing reaps: no row, or (a parent that
+/// reaps in its SIGCHLD handler caught between a child's exit and its
+/// wait, as on a slow or emulated machine) a row whose oldest zombie is
+/// younger than one report interval, as in the phantom test below.
+fn assert_not_named(report: &Value, pid: u32, interval_ms: u64) {
+    if let Some(row) = row(report, pid) {
+        let age = row["oldest_zombie_age_ms"].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            age <= interval_ms,
+            "pid {pid} reaps its children but is named with a zombie {age} ms old \
+             (interval {interval_ms} ms): {report}"
+        );
+    }
+}
+
 fn is_report(v: &Value) -> bool {
     v["type"] == "report"
 }
@@ -102,6 +117,7 @@ fn watch_names_a_never_waiting_parent_within_two_seconds() {
     if !privileged() {
         return;
     }
+    const INTERVAL_MS: u64 = 200;
     let watch = Watch::start(&["--interval", "0.2", "--threshold", "20"]);
     assert!(
         watch
@@ -110,7 +126,7 @@ fn watch_names_a_never_waiting_parent_within_two_seconds() {
         "watch printed no first report"
     );
     // Processes that reap, are auto-reaped, or only run threads must never
-    // show up, while the leaker must.
+    // be named as owing, while the leaker must.
     let reaper = Workload::start("handler-reaps", &["20"]);
     let ignorer = Workload::start("ignores-sigchld", &["20"]);
     let threads = Workload::start("threads-only", &["20"]);
@@ -136,10 +152,7 @@ fn watch_names_a_never_waiting_parent_within_two_seconds() {
         }
         if is_report(line) {
             for pid in quiet {
-                assert!(
-                    row(line, pid).is_none(),
-                    "pid {pid} reaps its children but was reported: {line}"
-                );
+                assert_not_named(line, pid, INTERVAL_MS);
             }
         }
         is_report(line) && row(line, leaker_pid).is_some_and(|r| r["pending_zombies"] == 20)
@@ -169,7 +182,7 @@ fn watch_names_a_never_waiting_parent_within_two_seconds() {
         };
         if is_report(&line) {
             for pid in quiet {
-                assert!(row(&line, pid).is_none(), "pid {pid} was reported: {line}");
+                assert_not_named(&line, pid, INTERVAL_MS);
             }
         }
     }
