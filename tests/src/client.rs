@@ -33,8 +33,29 @@ use std::time::{Duration, Instant};
 
 use crate::workload::{ProcStat, mono_ns, proc_stat};
 
-/// How long [`Workload::start`] waits for the ready line.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long [`Workload::start`] waits for the ready line on a host (a
+/// workload forks up to a few thousand children first); stretched by
+/// [`budget`].
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How many times slower than a host the machine running the tests is:
+/// `ZOMBIE_TRACE_TEST_SLOWDOWN`, which `cargo xtask vmtest` sets in an
+/// emulated (TCG) guest, where every instruction is interpreted; 1
+/// elsewhere.
+pub fn slowdown() -> u32 {
+    std::env::var("ZOMBIE_TRACE_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|value| value.parse::<u32>().ok())
+        .filter(|&factor| factor >= 1)
+        .unwrap_or(1)
+}
+
+/// A budget for work to get done (a start-up, a catch-up after a burst),
+/// stretched by [`slowdown`]. Never for a bound that is what a test is
+/// about, such as a zombie's age against the report interval.
+pub fn budget(on_a_host: Duration) -> Duration {
+    on_a_host * slowdown()
+}
 
 /// How long [`Workload::finish`] waits for a clean exit before killing.
 pub const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -511,7 +532,8 @@ impl Workload {
             killed: false,
         };
 
-        let problem = match rx.recv_timeout(READY_TIMEOUT) {
+        let ready_timeout = budget(READY_TIMEOUT);
+        let problem = match rx.recv_timeout(ready_timeout) {
             Ok(Ok(line)) => match parse_ready(&line) {
                 Ok(v) => {
                     w.ready = v;
@@ -522,7 +544,7 @@ impl Workload {
             Ok(Err(msg)) => Some(msg),
             Err(_) => Some(format!(
                 "no ready line within {} s",
-                READY_TIMEOUT.as_secs()
+                ready_timeout.as_secs()
             )),
         };
         match problem {

@@ -10,6 +10,7 @@ use zombie_trace::engine::live::Session;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Ledger, ParentStats, Process};
 use zombie_trace_tests::client::bin_path;
+pub use zombie_trace_tests::client::budget;
 
 /// The running test's name, module path included (`scenarios::...`):
 /// libtest runs every test on a thread named after it, also with
@@ -71,25 +72,6 @@ pub fn start_session(options: TracerOptions) -> Session {
         Ok(session) => session,
         Err(err) => panic!("the tracer did not start: {err}"),
     }
-}
-
-/// How many times slower than a host the machine running the tests is:
-/// `ZOMBIE_TRACE_TEST_SLOWDOWN`, which `cargo xtask vmtest` sets in an
-/// emulated (TCG) guest, where every instruction is interpreted; 1
-/// elsewhere.
-pub fn slowdown() -> u32 {
-    std::env::var("ZOMBIE_TRACE_TEST_SLOWDOWN")
-        .ok()
-        .and_then(|value| value.parse::<u32>().ok())
-        .filter(|&factor| factor >= 1)
-        .unwrap_or(1)
-}
-
-/// A budget for work to get done (a start-up, a catch-up after a burst),
-/// stretched by [`slowdown`]. Never for a bound that is what a test is
-/// about, such as a zombie's age against the report interval.
-pub fn budget(on_a_host: Duration) -> Duration {
-    on_a_host * slowdown()
 }
 
 /// Long enough for any event on an idle 2-core machine; a test that expects

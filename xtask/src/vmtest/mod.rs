@@ -225,15 +225,33 @@ pub fn vmtest(ws: &Workspace, args: &VmtestArgs) -> Result<()> {
             },
         };
         let log = guest::log_path(&logs, family.name);
-        let console = guest::run(
-            &boot,
-            Duration::from_secs(args.timeout_minutes * 60),
-            &[],
-            &format!("[{}] ", family.name),
-            Some(&log),
-        )?;
-        let verdict = judge(&console, &unpacked.package, args.timeout_minutes);
-        let line = format!(
+        let mut rebooted = None;
+        let (console, verdict) = loop {
+            let console = guest::run(
+                &boot,
+                Duration::from_secs(args.timeout_minutes * 60),
+                &[],
+                &format!("[{}] ", family.name),
+                Some(&log),
+            )?;
+            let verdict = judge(&console, &unpacked.package, args.timeout_minutes);
+            match emulator_fault(&console, accel).filter(|_| rebooted.is_none()) {
+                Some(fault) => {
+                    let kept = guest::log_path(&logs, &format!("{}.emulator-fault", family.name));
+                    std::fs::rename(&log, &kept)
+                        .with_context(|| format!("keeping {}", log.display()))?;
+                    eprintln!(
+                        "kernel {version}: {fault} under TCG, after {:.0} s: the emulator's \
+                         fault, not a test's; booting it once more (log kept: {})",
+                        console.elapsed.as_secs_f64(),
+                        kept.display()
+                    );
+                    rebooted = Some(format!("{fault}; log {}", kept.display()));
+                }
+                None => break (console, verdict),
+            }
+        };
+        let mut line = format!(
             "kernel {version} ({}, {}): {} [{:.0} s; log {}]",
             console.mark("kernel").unwrap_or("did not boot"),
             accel.label(),
@@ -241,6 +259,12 @@ pub fn vmtest(ws: &Workspace, args: &VmtestArgs) -> Result<()> {
             console.elapsed.as_secs_f64(),
             log.display()
         );
+        if let Some(fault) = rebooted {
+            let _ = write!(
+                line,
+                " (second boot: the first stopped at an emulator fault, {fault})"
+            );
+        }
         eprintln!("{line}");
         summary.push(line);
         if let Some(problem) = verdict.problem {
@@ -265,10 +289,11 @@ const GUEST_CPUS: u32 = 2;
 const GUEST_MEMORY_MIB: u32 = 2048;
 
 /// How many times slower the tests' work is in a TCG guest than on the
-/// host (measured: the scenario tests take ~4× as long; the budget has
-/// room). Tests stretch only budgets for work by it, never the bounds they
-/// are about (see the tests' `budget`).
-const TCG_SLOWDOWN: u32 = 5;
+/// host (measured: the scenario tests take ~4× as long with a host thread
+/// per guest CPU, and the guest suite ~25% longer again with its CPUs on
+/// one thread; the budget has room). Tests stretch only budgets for work by
+/// it, never the bounds they are about (see the tests' `budget`).
+const TCG_SLOWDOWN: u32 = 6;
 
 /// The built binaries a guest needs.
 struct Binaries {
@@ -581,6 +606,43 @@ fn probe_kvm(qemu: &Path, kernel: &Path, initramfs: &Path) -> Accel {
     }
 }
 
+/// `int3 at symbol+0xe1/0x170 in zombie-trace`
+fn describe(oops: &guest::Oops) -> String {
+    let mut text = oops.kind.clone();
+    if let Some(rip) = &oops.rip {
+        let _ = write!(text, " at {rip}");
+    }
+    if let Some(comm) = &oops.comm {
+        let _ = write!(text, " in {comm}");
+    }
+    if oops.in_bpf {
+        text.push_str(", with a BPF program in its trace");
+    }
+    text
+}
+
+/// Why a guest that stopped is worth booting once more, if it is: an
+/// `int3` trap in kernel code, outside any BPF program, under TCG.
+///
+/// The kernel flips static keys (attaching a tracepoint does) by writing an
+/// `int3` over the instruction, then the new instruction, and syncs every
+/// CPU between the steps; an `int3` met after the last step is a trap
+/// nobody set. With a host thread per guest CPU, qemu's TCG ran code it had
+/// translated before such a write: 6.12 guests stopped so in 3 of 4 boots
+/// of the suite, the first time on the CPU that had just patched
+/// `syscall_exit_to_user_mode_prepare`, on its way back from the
+/// `perf_event_open` that did it. Guests now run their CPUs on one thread
+/// (see `Boot`), where no boot met it; should the emulator still do it, a
+/// second boot tells its fault from a real one, which comes back. Any
+/// other oops, or one under KVM, fails the kernel at once.
+fn emulator_fault(console: &guest::Console, accel: Accel) -> Option<String> {
+    if accel != Accel::Tcg || console.mark("exit").is_some() {
+        return None;
+    }
+    let oops = guest::first_oops(&console.lines)?;
+    (oops.kind == "int3" && oops.rip.is_some() && !oops.in_bpf).then(|| describe(&oops))
+}
+
 struct Verdict {
     summary: String,
     problem: Option<String>,
@@ -615,7 +677,13 @@ fn judge(console: &guest::Console, package: &str, timeout_minutes: u64) -> Verdi
             release.unwrap_or("?")
         ))
     } else if exit.is_none() {
-        Some("the guest stopped before the tests finished (kernel panic? see the log)".to_owned())
+        Some(match guest::first_oops(&console.lines) {
+            Some(oops) => format!(
+                "the guest kernel oopsed before the tests finished: {} (see the log)",
+                describe(&oops)
+            ),
+            None => "the guest stopped before the tests finished (see the log)".to_owned(),
+        })
     } else if !outcome.failures.is_empty() || outcome.failed > 0 {
         Some(format!("failed: {}", outcome.failures.join(", ")))
     } else if outcome.passed == 0 {
@@ -690,6 +758,54 @@ mod tests {
             qemu_status: None,
             elapsed: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn only_a_stray_int3_in_kernel_code_under_tcg_earns_a_second_boot() {
+        let oops = |rip: &str| {
+            [
+                "zombie-trace-vm: kernel 6.1.0-57-cloud-amd64".to_owned(),
+                "test cli::x ... [  100.0] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI".to_owned(),
+                "[  100.1] CPU: 0 UID: 0 PID: 10877 Comm: zombie-trace Not tainted".to_owned(),
+                format!("[  100.2] RIP: 0010:{rip}"),
+                "[  100.3] Kernel panic - not syncing: Fatal exception in interrupt".to_owned(),
+            ]
+        };
+        let stray = oops("syscall_exit_to_user_mode_prepare+0xe1/0x170");
+        let stray: Vec<&str> = stray.iter().map(String::as_str).collect();
+        assert_eq!(
+            emulator_fault(&console(&stray, false), Accel::Tcg).as_deref(),
+            Some("int3 at syscall_exit_to_user_mode_prepare+0xe1/0x170 in zombie-trace")
+        );
+        assert_eq!(
+            judge(&console(&stray, false), PACKAGE, 30)
+                .problem
+                .as_deref(),
+            Some(
+                "the guest kernel oopsed before the tests finished: int3 at \
+                 syscall_exit_to_user_mode_prepare+0xe1/0x170 in zombie-trace (see the log)"
+            )
+        );
+        // Under KVM the CPU runs the kernel's own code: a stray int3 is real.
+        assert_eq!(emulator_fault(&console(&stray, false), Accel::Kvm), None);
+        // A guest that finished its tests was not stopped by it.
+        let finished = [&stray[..], &["zombie-trace-vm: exit 0"]].concat();
+        assert_eq!(emulator_fault(&console(&finished, false), Accel::Tcg), None);
+        // In a BPF program, the fault may be ours.
+        let in_bpf = oops("bpf_prog_0123456789abcdef_handle_exit+0x42/0x1f0");
+        let in_bpf: Vec<&str> = in_bpf.iter().map(String::as_str).collect();
+        assert_eq!(emulator_fault(&console(&in_bpf, false), Accel::Tcg), None);
+        // Any other fault, and a guest that just stopped, fail at once.
+        let gpf = [
+            stray[0],
+            "[ 1.0] general protection fault: 0000 [#1] SMP",
+            stray[3],
+        ];
+        assert_eq!(emulator_fault(&console(&gpf, false), Accel::Tcg), None);
+        assert_eq!(
+            emulator_fault(&console(&stray[..1], false), Accel::Tcg),
+            None
+        );
     }
 
     #[test]
