@@ -317,6 +317,35 @@ pub struct AttrEntry {
 }
 const _: () = assert!(core::mem::size_of::<AttrEntry>() == 24);
 
+/// One process as the task iterator (`iter/task`, the [`SEED_PROGRAM`])
+/// sees it: the fields of `/proc/<pid>/stat` that seed the ledger, read
+/// from the thread-group leader in the kernel instead of one file per
+/// process. Written to the iterator's file, not to the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub process: ProcessId,
+    /// `real_parent`'s thread-group id (0 for PID 1 and kthreadd).
+    pub ppid: u32,
+    /// The process's PID as its parent's PID namespace sees it (what the
+    /// parent's wait returns).
+    pub vpid: u32,
+    /// `task_struct.__state` (low 32 bits of `state` before Linux 5.14).
+    pub state: u32,
+    /// `task_struct.exit_state`.
+    pub exit_state: u32,
+    /// `task_struct.flags` (`PF_*`).
+    pub flags: u32,
+    /// `signal_struct.nr_threads`: threads in the group.
+    pub nr_threads: u32,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<TaskRecord>() == 56);
+
+/// Name of the task iterator program that lists every process for the
+/// ledger's seed and resyncs.
+pub const SEED_PROGRAM: &str = "seed_tasks";
+
 /// Largest record in the ring buffer.
 pub const MAX_EVENT_SIZE: usize = core::mem::size_of::<ExitEvent>();
 
@@ -406,12 +435,21 @@ pub struct KernelLayout {
     pub args_from_regs: u32,
     /// Offsets in `struct pt_regs` of syscall arguments 1 to 4.
     pub regs_arg: [u32; 4],
+    // What the task iterator reads besides the fields above (0 when BTF
+    // lacks one: the seed then comes from /proc, see `seed_fields`).
+    /// `task_struct.__state` (or the low word of `state` before 5.14).
+    pub task_state: u32,
+    pub task_exit_state: u32,
+    pub task_flags: u32,
+    pub signal_nr_threads: u32,
+    /// 1 when the four fields above were all found.
+    pub seed_fields: u32,
     /// Always [`KernelLayout::MARKER`]. Keeps the eBPF-side initializer
     /// non-zero so the global lands in `.rodata` (patchable and, once frozen,
     /// constant to the verifier) rather than `.bss`.
     pub marker: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 46 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 51 * 4);
 
 impl KernelLayout {
     pub const MARKER: u32 = 0x5a54_4c59;
@@ -459,6 +497,11 @@ impl KernelLayout {
         prctl_arg2: 0,
         args_from_regs: 0,
         regs_arg: [0; 4],
+        task_state: 0,
+        task_exit_state: 0,
+        task_flags: 0,
+        signal_nr_threads: 0,
+        seed_fields: 0,
         marker: Self::MARKER,
     };
 }

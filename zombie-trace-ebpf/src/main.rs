@@ -13,7 +13,9 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_task_pt_regs},
+        generated::{
+            bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_seq_write, bpf_task_pt_regs,
+        },
     },
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -23,7 +25,7 @@ use aya_log_ebpf::warn;
 use zombie_trace_common::{
     AttrEntry, AttrEvent, AttrKind, COMM_LEN, DEFAULT_RING_BYTES, EventHeader, EventKind,
     ExecEvent, ExitEvent, ForkEvent, FreeEvent, KernelLayout, LOST_SLOTS, LostReason, ProcessId,
-    WaitEntry, WaitEvent, WaitSyscall, exit_flags, fork_flags, wait_flags,
+    TaskRecord, WaitEntry, WaitEvent, WaitSyscall, exit_flags, fork_flags, wait_flags,
 };
 
 #[unsafe(no_mangle)]
@@ -64,6 +66,10 @@ const SIG_IGN: u64 = 1;
 const SA_NOCLDWAIT: u64 = 2;
 /// MAX_PID_NS_LEVEL: bound of the ancestor walk looking for a subreaper.
 const MAX_ANCESTORS: u32 = 32;
+/// The deepest PID namespace level (`MAX_PID_NS_LEVEL`: levels 0 to 32).
+const MAX_PID_NS_LEVEL: u32 = 32;
+/// More than `pid->numbers` can span: 33 levels of 16-byte `struct upid`.
+const MAX_UPIDS_BYTES: usize = 4096;
 
 /// Reads one field of the layout. Volatile so that the compiler does not fold
 /// the zero initializer; the verifier folds the frozen value instead.
@@ -175,8 +181,21 @@ fn pid_level<K: Kernel>(task: Task) -> Result<u32, u32> {
 #[inline(always)]
 fn pid_nr_at<K: Kernel>(task: Task, level: u32) -> Result<u32, u32> {
     let pid: *const u8 = K::read(task, layout!(task_thread_pid))?;
-    let upid = layout!(pid_numbers) + (level as usize) * layout!(upid_size);
-    read(pid, upid + layout!(upid_nr))
+    read(pid, upid_offset(level)? + layout!(upid_nr))
+}
+
+/// Offset of `pid->numbers[level]`, checked against the deepest level the
+/// kernel allows and against the largest offset that can be: Linux 6.1's
+/// verifier refuses an unbounded variable offset on a typed pointer (even
+/// one only handed to a helper), and does not follow the bounds of a
+/// product of two registers, only those a comparison sets.
+#[inline(always)]
+fn upid_offset(level: u32) -> Result<usize, u32> {
+    let offset = (level as usize) * layout!(upid_size);
+    if level > MAX_PID_NS_LEVEL || offset > MAX_UPIDS_BYTES {
+        return Err(0);
+    }
+    Ok(layout!(pid_numbers) + offset)
 }
 
 /// The init (child_reaper) of the task's PID namespace. Found through a
@@ -185,8 +204,7 @@ fn pid_nr_at<K: Kernel>(task: Task, level: u32) -> Result<u32, u32> {
 fn ns_child_reaper<K: Kernel>(task: Task) -> Result<Task, u32> {
     let pid: *const u8 = K::read(task, layout!(task_thread_pid))?;
     let level: u32 = K::read(pid, layout!(pid_level))?;
-    let upid = layout!(pid_numbers) + (level as usize) * layout!(upid_size);
-    let ns: *const u8 = read(pid, upid + layout!(upid_ns))?;
+    let ns: *const u8 = read(pid, upid_offset(level)? + layout!(upid_ns))?;
     read(ns, layout!(pid_ns_child_reaper))
 }
 
@@ -211,6 +229,70 @@ fn autoreaps_children<K: Kernel>(task: Task) -> Result<bool, u32> {
     let handler: u64 = K::read(sighand, action + layout!(sigaction_handler))?;
     let flags: u64 = K::read(sighand, action + layout!(sigaction_flags))?;
     Ok(handler == SIG_IGN || flags & SA_NOCLDWAIT != 0)
+}
+
+/// The task iterator (`iter/task`; aya-ebpf has no macro for iterators):
+/// one [`TaskRecord`] per process into the iterator's file, for the
+/// ledger's seed and resyncs. The kernel walks every task and calls this
+/// with each, under RCU, then once with none.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub extern "C" fn seed_tasks(ctx: *mut core::ffi::c_void) -> i32 {
+    // A failed read leaves the process out of the file, and userspace
+    // counts it as unreadable, as it counts a /proc file it cannot read.
+    let _ = try_seed_tasks(ctx as *const u64);
+    0
+}
+
+#[inline(always)]
+fn try_seed_tasks(ctx: *const u64) -> Result<(), u32> {
+    // struct bpf_iter__task { struct bpf_iter_meta *meta; struct task_struct *task; }
+    let meta = unsafe { core::ptr::read_volatile(ctx) } as *const u8;
+    let task = unsafe { core::ptr::read_volatile(ctx.wrapping_add(1)) } as Task;
+    if task.is_null() {
+        return Ok(()); // the end of the walk
+    }
+    let tgid: u32 = Direct::read(task, layout!(task_tgid))?;
+    if Direct::read::<u32>(task, layout!(task_pid))? != tgid {
+        return Ok(()); // a thread: /proc lists processes only
+    }
+    let parent: Task = Direct::read(task, layout!(task_real_parent))?;
+    let signal: *const u8 = Direct::read(task, layout!(task_signal))?;
+    let level = pid_level::<Direct>(task)?;
+    let parent_level = pid_level::<Direct>(parent)?;
+    let record = TaskRecord {
+        process: ProcessId {
+            tgid,
+            _pad: 0,
+            start_boottime_ns: Direct::read(task, layout!(task_start_boottime))?,
+        },
+        ppid: Direct::read(parent, layout!(task_tgid))?,
+        // A parent is never in a deeper namespace than its child; if it
+        // were, the global PID is the only one to give.
+        vpid: if parent_level <= level {
+            pid_nr_at::<Direct>(task, parent_level)?
+        } else {
+            tgid
+        },
+        state: Direct::read(task, layout!(task_state))?,
+        exit_state: Direct::read(task, layout!(task_exit_state))?,
+        flags: Direct::read(task, layout!(task_flags))?,
+        nr_threads: Direct::read(signal, layout!(signal_nr_threads))?,
+        comm: comm::<Direct>(task)?,
+    };
+    // bpf_iter_meta's first member is the seq_file.
+    let seq: *mut aya_ebpf::bindings::seq_file = Direct::read(meta, 0)?;
+    let written = unsafe {
+        bpf_seq_write(
+            seq,
+            &record as *const TaskRecord as *const core::ffi::c_void,
+            core::mem::size_of::<TaskRecord>() as u32,
+        )
+    };
+    if written != 0 {
+        return Err(0);
+    }
+    Ok(())
 }
 
 #[btf_tracepoint(function = "sched_process_fork")]

@@ -3,7 +3,9 @@
 //! (they share the kernel): `cargo xtask test`.
 
 use crate::common::*;
-use zombie_trace::kernel::tracer::TracerOptions;
+use zombie_trace::engine::live::Session;
+use zombie_trace::host::procfs::{clock_ticks_per_second, read_stat};
+use zombie_trace::kernel::tracer::{Tracer, TracerOptions};
 use zombie_trace::model::{Change, ExitTime, ProcState, ReapKind, SigchldAction};
 use zombie_trace_tests::client::{Workload, kernel_has_io_uring_waitid};
 
@@ -333,23 +335,129 @@ fn leaky_parent_that_exits_hands_its_zombies_on() {
     });
 }
 
-#[test]
-fn zombies_older_than_the_tracer_are_in_the_ledger_at_start() {
-    if !privileged() {
-        return;
-    }
+/// Zombies older than the tracer are in the ledger before any event is
+/// applied: the seed read of the process table alone. In a PID namespace
+/// too (a container without an init), each zombie indexed by the PID its
+/// parent's wait will return.
+fn zombies_older_than_the_tracer(options: TracerOptions) -> Session {
     runtime().block_on(async {
         let workload = Workload::start("never-waits", &["15"]);
+        let container = Workload::start("pidns-init", &["4"]);
         let pid = workload.pid();
-        let session = start_session(TracerOptions::default());
-        // No event applied yet: the start-up scan alone.
+        let session = start_session(options);
         let ledger = session.ledger();
-        let parent = process(ledger, pid).expect("parent found by the scan");
+        let parent = process(ledger, pid).expect("parent found by the seed");
         assert_eq!(parent.stats.pending, 15);
         assert_eq!(parent.stats.pending_before_start, 15);
         assert_eq!(
             ledger.oldest_zombie(&parent.key),
             Some(ExitTime::BeforeStart)
+        );
+        let mut expected = workload.children();
+        expected.sort_unstable();
+        assert_eq!(zombies_owed(ledger, pid), expected);
+
+        let init = container.json()["ns_init"]
+            .as_u64()
+            .and_then(|pid| u32::try_from(pid).ok())
+            .expect("pidns-init names its namespace init");
+        let init = process(ledger, init).expect("the namespace init found by the seed");
+        let mut seen: Vec<(u32, u32)> = ledger
+            .children(&init.key)
+            .map(|child| (child.key.pid, child.vpid))
+            .collect();
+        seen.sort_unstable();
+        let mut expected: Vec<(u32, u32)> = container
+            .pids("zombies")
+            .into_iter()
+            .zip(container.pids("ns_pids"))
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(
+            seen, expected,
+            "the namespace init's zombies as (host pid, pid in its namespace)"
+        );
+        drop(container);
+        drop(workload);
+        session
+    })
+}
+
+/// The seed through the kernel's task iterator, as `check` says this
+/// kernel has it.
+#[test]
+fn zombies_older_than_the_tracer_are_in_the_ledger_at_start() {
+    if !privileged() {
+        return;
+    }
+    let session = zombies_older_than_the_tracer(TracerOptions::default());
+    let (_, checks) = check_json();
+    let detail = check_detail(&checks, "process-table");
+    assert_eq!(
+        session.task_iterator(),
+        detail.contains("task iterator"),
+        "check says {detail:?}"
+    );
+}
+
+/// Same story with the seed read from /proc (kernels without the task
+/// iterator).
+#[test]
+fn zombies_older_than_the_tracer_are_in_the_ledger_at_start_read_from_proc() {
+    if !privileged() {
+        return;
+    }
+    let session = zombies_older_than_the_tracer(TracerOptions {
+        force_proc_scan: true,
+        ..TracerOptions::default()
+    });
+    assert!(!session.task_iterator());
+}
+
+/// The task iterator reads each process as `/proc/<pid>/stat` shows it:
+/// a sleeping parent, its zombies, and this test's own process (libtest's
+/// main thread waiting for this one: several threads).
+#[test]
+fn the_task_iterator_reads_processes_as_proc_shows_them() {
+    if !privileged() {
+        return;
+    }
+    runtime().block_on(async {
+        let workload = Workload::start("never-waits", &["6"]);
+        let mut tracer = Tracer::attach(TracerOptions::default()).expect("the tracer attaches");
+        let ticks = clock_ticks_per_second().expect("clock ticks");
+        let problem = tracer.task_iterator_problem().map(str::to_owned);
+        let table = tracer
+            .scan_tasks(ticks)
+            .unwrap_or_else(|| panic!("every tested kernel has the task iterator: {problem:?}"))
+            .expect("the task iterator reads");
+        let mut pids = vec![workload.pid(), std::process::id()];
+        pids.extend(workload.children());
+        for pid in pids {
+            let from_proc = read_stat(pid)
+                .expect("read /proc")
+                .unwrap_or_else(|| panic!("{pid} is in /proc"));
+            let at = table
+                .stats
+                .iter()
+                .position(|st| st.pid == pid)
+                .unwrap_or_else(|| panic!("{pid} is in the task iterator's table"));
+            assert_eq!(table.stats[at], from_proc, "pid {pid}");
+            assert_eq!(table.vpids[at], pid, "pid {pid} in the host's namespace");
+        }
+        let this = read_stat(std::process::id()).expect("read /proc");
+        assert!(this.is_some_and(|st| st.num_threads > 1), "{this:?}");
+        let procs = table.summary.processes;
+        let on_proc = std::fs::read_dir("/proc")
+            .expect("list /proc")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            })
+            .count() as u64;
+        assert!(
+            procs.abs_diff(on_proc) < 50,
+            "the iterator listed {procs} processes, /proc {on_proc}"
         );
         drop(workload);
     });

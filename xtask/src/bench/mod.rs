@@ -13,7 +13,7 @@
 //!    lost, at the default ring size.
 //! 4. Start-up with many pre-existing zombies: time to the first complete
 //!    report, against the time `ps` takes to list them. Target ≤ 0.25 s and
-//!    ≤ 0.5× ps.
+//!    ≤ 0.3× ps.
 //! 5. Peak RSS with the burst's zombies tracked (target ≤ 64 MiB), and the
 //!    exit → visible latency of the alert and report paths.
 //! 6. Recording (see [`recording`]): CPU that `--record` adds to `watch`

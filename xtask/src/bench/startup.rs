@@ -7,7 +7,7 @@ pub(super) fn startup(bins: &Bins, args: &BenchArgs, parents: u32) -> Result<Fig
     let mut figure = Figure::new(
         4,
         &format!("start-up with {zombies} pre-existing zombies → first complete report"),
-        "≤ 0.25 s and ≤ 0.5× ps",
+        "≤ 0.25 s and ≤ 0.3× ps",
     );
     let planned = zombies + EXTRA_TASKS;
     let tasks = match wait_for_quiet(planned, Duration::from_secs(args.quiet_timeout))? {
@@ -88,7 +88,7 @@ pub(super) fn startup(bins: &Bins, args: &BenchArgs, parents: u32) -> Result<Fig
     let ps = median(ps_times.clone()).unwrap_or(0.0);
     let ratio = zt / ps.max(1e-9);
     figure.measured = format!("{zt:.3} s vs ps {ps:.3} s = **{ratio:.2}×**");
-    figure.verdict = Verdict::from_bool(zt <= 0.25 && ratio <= 0.5);
+    figure.verdict = Verdict::from_bool(zt <= 0.25 && ratio <= 0.3);
     let secs = |v: &[f64]| {
         v.iter()
             .map(|s| format!("{s:.3}"))

@@ -1,6 +1,7 @@
 //! The live source: the attached programs feeding the one ledger, seeded
-//! from /proc so that zombies older than the session are there at once,
-//! and kept exact by resyncs with /proc after lost events.
+//! from a read of the whole process table (the kernel's task iterator where
+//! it loads, else /proc) so that zombies older than the session are there
+//! at once, and kept exact by resyncs with such a read after lost events.
 
 use std::io;
 use std::time::Duration;
@@ -94,33 +95,105 @@ impl HostFacts for LoggedHost<'_> {
 /// Builds a ledger from one /proc scan (no BPF): zombies found get
 /// [`crate::model::ExitTime::BeforeStart`]. `seeded` sees every process
 /// with its vpid (for a recording).
-pub fn ledger_from_proc(started_ns: u64) -> Result<(Ledger, ScanSummary), ProcError> {
-    let (ledger, summary, _) = seeded_ledger(started_ns, false)?;
+pub fn ledger_from_proc(started_ns: u64) -> Result<(Ledger, ScanSummary), SessionError> {
+    let (ledger, summary, _) = seeded_ledger(started_ns, false, ProcessTable::read(None)?)?;
     Ok((ledger, summary))
 }
 
-/// [`ledger_from_proc`], also returning the seed with each process's vpid
-/// when `keep` is set.
-fn seeded_ledger(started_ns: u64, keep: bool) -> Result<(Ledger, ScanSummary, Seed), ProcError> {
+/// [`ledger_from_proc`] from `table`, also returning the seed with each
+/// process's vpid when `keep` is set.
+fn seeded_ledger(
+    started_ns: u64,
+    keep: bool,
+    table: ProcessTable,
+) -> Result<(Ledger, ScanSummary, Seed), SessionError> {
     let ticks = procfs::clock_ticks_per_second()?;
-    let (stats, summary) = scan()?;
     // Room for twice the processes there are: the tables grow with the
     // host, and stay small enough to sit in the cache (a table sized for
     // pid_max makes every lookup of a new PID a cache miss).
     let mut ledger = Ledger::new(
         TickClock::new(ticks),
         started_ns,
-        (2 * stats.len()).max(1024),
+        (2 * table.stats.len()).max(1024),
     );
-    let mut resolved = Resolved::default();
-    let mut vpid_of = vpid_resolver();
-    ledger.seed(&stats, |st| resolved.note(st, vpid_of(st)));
+    let ProcessTable {
+        stats,
+        summary,
+        mut vpids,
+    } = table;
+    ledger.seed(&stats, |st| vpids.of(st));
     let seed = if keep {
-        resolved.seed(&stats)
+        vpids.resolved.seed(&stats)
     } else {
         Seed::new()
     };
     Ok((ledger, summary, seed))
+}
+
+/// One read of the whole process table, and the vpids it already knows.
+struct ProcessTable {
+    stats: Vec<ProcStat>,
+    summary: ScanSummary,
+    vpids: Vpids,
+}
+
+/// The vpid of each process of a [`ProcessTable`], as a seed or resync
+/// asks for them.
+struct Vpids {
+    /// Processes whose vpid is not their PID, noted so far.
+    resolved: Resolved,
+    /// Whether `resolved` holds every such process (the task iterator reads
+    /// vpids with the table); else each is read from /proc when asked.
+    complete: bool,
+    from_proc: Box<dyn FnMut(&ProcStat) -> u32>,
+}
+
+impl Vpids {
+    fn new(resolved: Resolved, complete: bool) -> Self {
+        Self {
+            resolved,
+            complete,
+            from_proc: Box::new(vpid_resolver()),
+        }
+    }
+
+    fn of(&mut self, st: &ProcStat) -> u32 {
+        let vpid = if self.complete {
+            self.resolved.get(st)
+        } else {
+            (self.from_proc)(st)
+        };
+        self.resolved.note(st, vpid)
+    }
+}
+
+impl ProcessTable {
+    /// Through the tracer's task iterator where it has one, else (and when
+    /// the iterator fails, said once on stderr) from /proc.
+    fn read(tracer: Option<&mut Tracer>) -> Result<Self, SessionError> {
+        let ticks = procfs::clock_ticks_per_second()?;
+        match tracer.and_then(|tracer| tracer.scan_tasks(ticks)) {
+            Some(Ok(table)) => {
+                let mut resolved = Resolved::default();
+                for (st, &vpid) in table.stats.iter().zip(&table.vpids) {
+                    resolved.note(st, vpid);
+                }
+                return Ok(Self {
+                    stats: table.stats,
+                    summary: table.summary,
+                    vpids: Vpids::new(resolved, true),
+                });
+            }
+            Some(Err(err)) => log::warn!("{err}; reading /proc instead"),
+            None => {}
+        }
+        let (stats, summary) = scan()?;
+        Ok(Self {
+            stats,
+            summary,
+            vpids: Vpids::new(Resolved::default(), false),
+        })
+    }
 }
 
 /// The vpids a seed or resync resolved (it asks only for the processes it
@@ -134,6 +207,14 @@ impl Resolved {
             self.0.insert((st.pid, st.start_ticks), vpid);
         }
         vpid
+    }
+
+    /// The vpid noted for `st`, else its PID.
+    fn get(&self, st: &ProcStat) -> u32 {
+        self.0
+            .get(&(st.pid, st.start_ticks))
+            .copied()
+            .unwrap_or(st.pid)
     }
 
     /// Every process of the scan, with its vpid (its PID unless resolved
@@ -205,9 +286,10 @@ impl Session {
         options: TracerOptions,
         mut log: Option<Box<dyn InputLog>>,
     ) -> Result<Self, SessionError> {
-        let tracer = Tracer::attach(options)?;
+        let mut tracer = Tracer::attach(options)?;
         let started = facts::now()?;
-        let (ledger, _, seed) = seeded_ledger(started.boot_ns, log.is_some())?;
+        let table = ProcessTable::read(Some(&mut tracer))?;
+        let (ledger, _, seed) = seeded_ledger(started.boot_ns, log.is_some(), table)?;
         if let Some(log) = log.as_deref_mut() {
             log.seed(started, &seed);
         }
@@ -234,6 +316,12 @@ impl Session {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Whether the seed and resyncs read the process table with the
+    /// kernel's task iterator (else from /proc).
+    pub fn task_iterator(&self) -> bool {
+        self.tracer.task_iterator()
     }
 
     /// When the session started.
@@ -274,18 +362,15 @@ impl Session {
             return Ok(None);
         }
         self.drain(emit);
-        let (stats, _) = scan()?;
+        let ProcessTable {
+            stats, mut vpids, ..
+        } = ProcessTable::read(Some(&mut self.tracer))?;
         let now = facts::now()?;
-        let mut vpid_of = vpid_resolver();
-        let mut resolved = Resolved::default();
-        let summary = self.ledger.resync(
-            &stats,
-            now.boot_ns,
-            |st| resolved.note(st, vpid_of(st)),
-            emit,
-        );
+        let summary = self
+            .ledger
+            .resync(&stats, now.boot_ns, |st| vpids.of(st), emit);
         if let Some(log) = self.log.as_deref_mut() {
-            log.resync(now, &resolved.seed(&stats));
+            log.resync(now, &vpids.resolved.seed(&stats));
         }
         self.lost_covered = lost.total();
         self.health.lost_since_resync = 0;

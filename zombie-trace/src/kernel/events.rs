@@ -56,7 +56,7 @@ impl From<UnknownKind> for DecodeError {
     }
 }
 
-fn read<T: Copy>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeError> {
+pub(crate) fn read<T: Copy>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if bytes.len() < need {
         return Err(DecodeError::Short {

@@ -126,6 +126,7 @@ const SIGNALS: &str =
 const PIDNS: &str = "zombie-trace cannot translate PIDs between PID namespaces on this kernel";
 const SUBREAPER: &str = "zombie-trace cannot tell which processes are child subreapers";
 const WAITS: &str = "zombie-trace cannot see wait4/waitid calls on this kernel";
+const SEED: &str = "the process table is read from /proc instead of the task iterator";
 
 /// What size a field must have for the eBPF programs' reads to be right.
 #[derive(Clone, Copy)]
@@ -388,6 +389,20 @@ pub fn fill_struct_offsets(btf: &Btf, layout: &mut KernelLayout) -> Result<(), L
         _ => layout.args_from_regs = 0,
     }
 
+    match seed_fields(&l) {
+        Ok([state, exit_state, flags, nr_threads]) => {
+            layout.task_state = state;
+            layout.task_exit_state = exit_state;
+            layout.task_flags = flags;
+            layout.signal_nr_threads = nr_threads;
+            layout.seed_fields = 1;
+        }
+        Err(e) => {
+            log::info!("{e}");
+            layout.seed_fields = 0;
+        }
+    }
+
     layout.exit_has_group_dead_arg = match exit_has_group_dead_arg(btf) {
         Ok(has) => u32::from(has),
         Err(BtfError::TypeNotFound { .. }) => {
@@ -400,6 +415,42 @@ pub fn fill_struct_offsets(btf: &Btf, layout: &mut KernelLayout) -> Result<(), L
         Err(e) => return Err(e.into()),
     };
     Ok(())
+}
+
+/// Whether the kernel's BTF has what the task iterator needs: the
+/// iterator's target (`bpf_iter_task`, Linux 5.8) and the fields it reads.
+pub fn has_task_iterator(btf: &Btf) -> bool {
+    btf.type_ids_by_name("bpf_iter_task", Kind::Func)
+        .is_ok_and(|ids| !ids.is_empty())
+        && seed_fields(&Lookup { btf }).is_ok()
+}
+
+/// What the task iterator reads besides the identity fields: the state
+/// words, the `PF_*` flags and the thread count, as `/proc/<pid>/stat`
+/// shows them. Optional: without them the seed comes from /proc.
+fn seed_fields(l: &Lookup<'_>) -> Result<[u32; 4], LayoutError> {
+    use Expect::{Bytes, OneOf};
+    // `unsigned int __state` from Linux 5.14, `volatile long state` before;
+    // the state bits are in the low word.
+    let state = match l.field("task_struct", "__state", Bytes(4), SEED) {
+        Ok(offset) => offset,
+        Err(LayoutError::MissingField { .. }) => {
+            let offset = l.field("task_struct", "state", OneOf(4, 8), SEED)?;
+            let size = l.member("task_struct", "state", SEED)?.size.unwrap_or(4);
+            if cfg!(target_endian = "big") {
+                offset + size - 4
+            } else {
+                offset
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    Ok([
+        state,
+        l.field("task_struct", "exit_state", Bytes(4), SEED)?,
+        l.field("task_struct", "flags", Bytes(4), SEED)?,
+        l.field("signal_struct", "nr_threads", Bytes(4), SEED)?,
+    ])
 }
 
 /// Whether `sched_process_exit` passes `group_dead` (Linux 6.16 on); before,

@@ -1,19 +1,22 @@
 //! Loading and attaching the eBPF programs, and draining their ring buffer.
 
+use std::io::Read as _;
 use std::time::Duration;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, Iter, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use zombie_trace_common::{
     DEFAULT_RING_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, LOST_MAP, LostReason,
-    WAKEUP_BYTES_GLOBAL,
+    SEED_PROGRAM, WAKEUP_BYTES_GLOBAL,
 };
+
+use crate::kernel::tasks::TaskTable;
 
 /// The eBPF object, built by build.rs, embedded once.
 pub static EBPF_OBJECT: &[u8] =
@@ -130,6 +133,8 @@ pub enum TracerError {
     },
     #[error("waiting on the ring buffer failed: {0}")]
     Poll(#[source] std::io::Error),
+    #[error("reading the process table through the task iterator failed: {0}")]
+    TaskIterator(String),
 }
 
 pub use crate::model::LostCounts;
@@ -153,6 +158,9 @@ pub struct TracerOptions {
     /// makes leave the ledger only through its periodic zombie check (to
     /// test that safety net).
     pub without_free_program: bool,
+    /// Read the process table from /proc even where the task iterator
+    /// loads (to exercise the older kernels' path).
+    pub force_proc_scan: bool,
 }
 
 impl Default for TracerOptions {
@@ -163,6 +171,7 @@ impl Default for TracerOptions {
             force_entry_programs: false,
             force_raw_tracepoints: false,
             without_free_program: false,
+            force_proc_scan: false,
         }
     }
 }
@@ -182,18 +191,19 @@ fn programs(
 
 /// Loads the object and every program `layout` needs into the kernel
 /// (verified, not attached yet).
-fn load(
-    layout: &KernelLayout,
+fn load<'a>(
+    mut loader: EbpfLoader<'a>,
+    layout: &'a KernelLayout,
     ring_bytes: u32,
-    btf: Option<&aya::Btf>,
+    wakeup_bytes: &'a u64,
+    btf: Option<&'a aya::Btf>,
     sched: SchedPrograms,
     without_free: bool,
 ) -> Result<Ebpf, TracerError> {
-    let wakeup_bytes = u64::from(ring_bytes / 8);
-    let mut ebpf = EbpfLoader::new()
+    let mut ebpf = loader
         .btf(btf)
         .override_global(LAYOUT_GLOBAL, layout, true)
-        .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
+        .override_global(WAKEUP_BYTES_GLOBAL, wakeup_bytes, true)
         .map_max_entries(EVENTS_MAP, ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(TracerError::Load)?;
@@ -257,6 +267,11 @@ fn syscall_tracepoint<'a>(
     program(ebpf, name)
 }
 
+/// A scoped thread's result, its panic carried on.
+fn joined<T>(result: std::thread::Result<T>) -> T {
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// The loaded and attached programs. Detached when dropped.
 /// How long one attached program has run, from the kernel's BPF
 /// statistics (only counted while `kernel.bpf_stats_enabled` is 1).
@@ -275,6 +290,9 @@ pub struct Tracer {
     lost: PerCpuArray<MapData, u64>,
     args_from_regs: bool,
     btf_tracepoints: bool,
+    /// The task iterator program is loaded (see [`Tracer::scan_tasks`]),
+    /// or why not.
+    task_iterator: Result<(), String>,
     // Owns the programs and their links: dropping it detaches everything.
     ebpf_object: Ebpf,
 }
@@ -289,34 +307,47 @@ impl Tracer {
         if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
             return Err(TracerError::RingSize(ring_bytes));
         }
-        let mut layout = crate::kernel::layout::discover()?;
+        // The kernel's BTF is parsed three times, at once on two CPUs (each
+        // parse takes 10-20 ms, and start-up is what an on-call engineer
+        // waits for): ours for the layout, aya's for the BTF tracepoints and
+        // the task iterator, and the one aya's loader makes for itself (it
+        // cannot be handed ours, only told to use another).
+        let (layout, btf, first_loader) = std::thread::scope(|scope| {
+            let btf = scope.spawn(|| {
+                if options.force_raw_tracepoints {
+                    return None;
+                }
+                aya::Btf::from_sys_fs()
+                    .inspect_err(|err| log::info!("kernel BTF unusable by the loader: {err}"))
+                    .ok()
+            });
+            let loader = scope.spawn(EbpfLoader::new);
+            let layout = crate::kernel::layout::discover();
+            (layout, joined(btf.join()), joined(loader.join()))
+        });
+        let mut layout = layout?;
         if options.force_live_counter {
             layout.exit_has_group_dead_arg = 0;
         }
         if options.force_entry_programs {
             layout.args_from_regs = 0;
         }
-        // One parse of the kernel's BTF serves the loader and the BTF
-        // tracepoints; without it, raw tracepoints.
-        let btf = if options.force_raw_tracepoints {
-            None
-        } else {
-            aya::Btf::from_sys_fs()
-                .inspect_err(|err| log::info!("kernel BTF unusable by the loader: {err}"))
-                .ok()
-        };
+        let wakeup_bytes = u64::from(ring_bytes / 8);
         let mut sched = match btf {
             Some(_) => SchedPrograms::Btf,
             None => SchedPrograms::Raw,
         };
+        let mut loaded = load(
+            first_loader,
+            &layout,
+            ring_bytes,
+            &wakeup_bytes,
+            btf.as_ref(),
+            sched,
+            options.without_free_program,
+        );
         let mut ebpf = loop {
-            match load(
-                &layout,
-                ring_bytes,
-                btf.as_ref(),
-                sched,
-                options.without_free_program,
-            ) {
+            match loaded {
                 Ok(ebpf) => break ebpf,
                 // BTF tracepoints need Linux 5.5 and a BTF type per tracepoint.
                 Err(TracerError::Program { name, source })
@@ -338,7 +369,35 @@ impl Tracer {
                 }
                 Err(err) => return Err(err),
             }
+            loaded = load(
+                EbpfLoader::new(),
+                &layout,
+                ring_bytes,
+                &wakeup_bytes,
+                btf.as_ref(),
+                sched,
+                options.without_free_program,
+            );
         };
+        // The process table through the task iterator (Linux 5.8, BTF, and
+        // the fields it reads); else the seed and resyncs read /proc.
+        let task_iterator = match (&btf, layout.seed_fields != 0) {
+            _ if options.force_proc_scan => Err("not used (forced off)".to_owned()),
+            (None, _) => Err("not used: aya cannot use the kernel's BTF".to_owned()),
+            (_, false) => Err("not used: BTF lacks a task field it reads".to_owned()),
+            (Some(btf), true) => program::<Iter>(&mut ebpf, SEED_PROGRAM)
+                .and_then(|iter| {
+                    iter.load("task", btf)
+                        .map_err(|source| TracerError::Program {
+                            name: SEED_PROGRAM,
+                            source,
+                        })
+                })
+                .map_err(|err| format!("{err:?}")),
+        };
+        if let Err(problem) = &task_iterator {
+            log::info!("task iterator: {problem}; the process table is read from /proc");
+        }
         let kernel_log = match EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(err) => {
@@ -388,8 +447,48 @@ impl Tracer {
             lost,
             args_from_regs: layout.args_from_regs != 0,
             btf_tracepoints: sched == SchedPrograms::Btf,
+            task_iterator,
             ebpf_object: ebpf,
         })
+    }
+
+    /// Whether the process table is read with the task iterator (else
+    /// from /proc).
+    pub fn task_iterator(&self) -> bool {
+        self.task_iterator.is_ok()
+    }
+
+    /// Why the task iterator is not used (the loader's error, with the
+    /// verifier's log), if it is not.
+    pub fn task_iterator_problem(&self) -> Option<&str> {
+        self.task_iterator.as_ref().err().map(String::as_str)
+    }
+
+    /// Every process, read in the kernel by a new instance of the task
+    /// iterator; `None` where it is not loaded (read /proc instead). The
+    /// read is no more atomic than a /proc scan, and needs no more: the
+    /// programs are attached first (the model's invariant 9).
+    pub fn scan_tasks(&mut self, ticks_per_second: u64) -> Option<Result<TaskTable, TracerError>> {
+        self.task_iterator.as_ref().ok()?;
+        Some(self.read_task_iterator(ticks_per_second))
+    }
+
+    fn read_task_iterator(&mut self, ticks_per_second: u64) -> Result<TaskTable, TracerError> {
+        let iter: &mut Iter = program(&mut self.ebpf_object, SEED_PROGRAM)?;
+        let failed = |what: &str, err: &dyn std::fmt::Display| {
+            TracerError::TaskIterator(format!("{what}: {err}"))
+        };
+        let link = iter
+            .attach()
+            .and_then(|id| iter.take_link(id))
+            .map_err(|err| failed("attaching it", &err))?;
+        let mut file = link
+            .into_file()
+            .map_err(|err| failed("creating an instance", &err))?;
+        let mut bytes = Vec::with_capacity(256 * 1024);
+        file.read_to_end(&mut bytes)
+            .map_err(|err| failed("reading it", &err))?;
+        TaskTable::decode(&bytes, ticks_per_second).map_err(|err| failed("decoding it", &err))
     }
 
     /// Whether the scheduler programs are BTF tracepoints (else raw ones).

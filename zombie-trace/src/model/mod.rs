@@ -38,7 +38,8 @@
 //!    `Unknown` until an event says; views fall back to /proc for the rest.
 //!    A fork copies the parent's SIGCHLD action to the child; an exec resets
 //!    a handler to the default (an ignored SIGCHLD stays ignored).
-//! 9. **Seed and stream.** The /proc scan that seeds the ledger runs after
+//! 9. **Seed and stream.** The process-table read that seeds the ledger
+//!    (the kernel's task iterator, else a /proc scan: the same fields) runs after
 //!    every program is attached, and the programs attach from the end of a
 //!    life to its start (releases, then exits, then forks). So for every
 //!    event the stream holds, it also holds every later event of the same
