@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use serde_json::Value;
+use zombie_trace::recording::records::Kind;
 use zombie_trace_tests::client::{Workload, bin_path};
 
 fn zombie_trace(args: &[&str]) -> Output {
@@ -63,47 +64,20 @@ fn report_json_replays_exactly_what_watch_json_printed_live() {
     let scratch = Scratch::new();
     let file = scratch.path("incident.ztr");
     let flags = ["--interval", "0.3", "--threshold", "8"];
-    let mut watch = Command::new(bin_path("zombie-trace"))
-        .args(["watch", "--json", "--duration", "4", "--record"])
-        .arg(&file)
-        .args(flags)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start watch --record");
-    // Programs attached (a first report printed) before the workloads start.
-    std::thread::sleep(Duration::from_millis(1500));
     // At once: a leak, a handler that reaps, SIG_IGN, and a subreaper that
     // inherits zombies and leaves them.
-    let leaky = Workload::start("never-waits", &["12"]);
-    let reaping = Workload::start("handler-reaps", &["10"]);
-    let ignoring = Workload::start("ignores-sigchld", &["10"]);
-    let subreaper = Workload::start("subreaper", &["9"]);
-    // Read as it comes: a full pipe would block watch.
-    let mut stdout = watch.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut live = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut live).map(|_| live)
+    let mut workloads = None;
+    let live = watch_recorded(&file, &flags, 4, || {
+        workloads = Some((
+            Workload::start("never-waits", &["12"]),
+            Workload::start("handler-reaps", &["10"]),
+            Workload::start("ignores-sigchld", &["10"]),
+            Workload::start("subreaper", &["9"]),
+        ));
     });
-    let status = wait_for(&mut watch, Duration::from_secs(20));
-    assert!(status.success(), "watch --record: {status}");
-    let live = reader
-        .join()
-        .expect("the reader thread")
-        .expect("read watch output");
+    let (leaky, reaping, ignoring, subreaper) = workloads.expect("the workloads started");
     drop((reaping, ignoring));
-    let replayed = report(
-        &file,
-        &flags.iter().copied().chain(["--json"]).collect::<Vec<_>>(),
-    );
-    assert!(
-        replayed.status.success(),
-        "report: {}",
-        String::from_utf8_lossy(&replayed.stderr)
-    );
     let live_lines = json_lines(&live);
-    let replay_lines = json_lines(&replayed.stdout);
     // The story: the leak alerts and is owed 12, the subreaper owes 9,
     // in the live output.
     assert!(
@@ -116,8 +90,110 @@ fn report_json_replays_exactly_what_watch_json_printed_live() {
     assert_eq!(leak["pending_zombies"], 12);
     let sub = last_report_parent(&live_lines, subreaper.pid()).expect("the subreaper");
     assert_eq!(sub["pending_zombies"], 9);
-    // And the replay printed the same lines, byte for byte (times included:
-    // they are the recorded clock).
+    assert_replays_exactly(&file, &flags, &live);
+    drop((leaky, subreaper));
+}
+
+/// A fork storm recorded as compact events over many chunks (each chunk's
+/// deltas start afresh) replays byte for byte, every event the kernel
+/// wrote coming back.
+#[test]
+fn a_recorded_fork_storm_replays_exactly_across_chunks() {
+    if !privileged() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let file = scratch.path("storm.ztr");
+    let flags = ["--interval", "0.5"];
+    let mut cycles = 0;
+    let mut leaky = None;
+    let live = watch_recorded(&file, &flags, 5, || {
+        leaky = Some(Workload::start("never-waits", &["5"]));
+        let storm = Command::new(bin_path("fork-storm"))
+            .args(["2", "1500"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run fork-storm");
+        assert!(storm.status.success(), "fork-storm: {}", storm.status);
+        let line: Value = serde_json::from_slice(&storm.stdout).expect("fork-storm's line");
+        cycles = line["cycles"].as_u64().expect("cycles");
+    });
+    assert_replays_exactly(&file, &flags, &live);
+
+    let recording = zombie_trace::recording::container::read_file(&file).expect("read it");
+    assert!(recording.damage.is_empty(), "{:?}", recording.damage);
+    let kinds = |kind: u8| {
+        recording
+            .chunks
+            .iter()
+            .flat_map(|c| &c.records)
+            .filter(|r| r.kind == kind)
+            .count() as u64
+    };
+    let compact = kinds(Kind::CompactEvent as u8);
+    assert_eq!(kinds(Kind::Event as u8), 0, "every event is compact");
+    // Fork, exit, wait and free for each cycle, at least.
+    assert!(
+        compact >= 4 * cycles,
+        "{compact} compact events for {cycles} cycles"
+    );
+    assert!(
+        recording.chunks.len() >= 4,
+        "{} chunks for {cycles} cycles",
+        recording.chunks.len()
+    );
+    drop(leaky);
+}
+
+/// Runs `watch --json --record FILE FLAGS` for `seconds`, starting
+/// `during` once the programs are attached; returns what it printed.
+fn watch_recorded(file: &Path, flags: &[&str], seconds: u32, during: impl FnOnce()) -> Vec<u8> {
+    let mut watch = Command::new(bin_path("zombie-trace"))
+        .args([
+            "watch",
+            "--json",
+            "--duration",
+            &seconds.to_string(),
+            "--record",
+        ])
+        .arg(file)
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start watch --record");
+    // Read as it comes: a full pipe would block watch.
+    let mut stdout = watch.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut live = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut live).map(|_| live)
+    });
+    // Programs attached (a first report printed) before the workloads start.
+    std::thread::sleep(Duration::from_millis(1500));
+    during();
+    let status = wait_for(&mut watch, Duration::from_secs(20 + u64::from(seconds)));
+    assert!(status.success(), "watch --record: {status}");
+    reader
+        .join()
+        .expect("the reader thread")
+        .expect("read watch output")
+}
+
+/// `report FILE FLAGS --json` prints `live`, byte for byte (times
+/// included: they are the recorded clock).
+fn assert_replays_exactly(file: &Path, flags: &[&str], live: &[u8]) {
+    let replayed = report(
+        file,
+        &flags.iter().copied().chain(["--json"]).collect::<Vec<_>>(),
+    );
+    assert!(
+        replayed.status.success(),
+        "report: {}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let live_lines = json_lines(live);
+    let replay_lines = json_lines(&replayed.stdout);
     assert_eq!(
         live_lines.len(),
         replay_lines.len(),
@@ -127,10 +203,9 @@ fn report_json_replays_exactly_what_watch_json_printed_live() {
         assert_eq!(a, b, "line {i} differs");
     }
     assert_eq!(
-        String::from_utf8_lossy(&live),
+        String::from_utf8_lossy(live),
         String::from_utf8_lossy(&replayed.stdout)
     );
-    drop((leaky, subreaper));
 }
 
 /// Records a never-waiting parent with `record`, killed with SIGKILL after

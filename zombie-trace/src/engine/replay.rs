@@ -272,6 +272,7 @@ mod tests {
 
     use super::*;
     use crate::host::facts::Identity;
+    use crate::recording::compact::EventCodec;
     use crate::recording::records::{
         EndRecord, Kind, TickRecord, WireSizes, decode, encode_json, encode_moment, encode_procs,
     };
@@ -414,7 +415,21 @@ mod tests {
             }
         });
         let garbage = (any::<u8>(), small_bytes(24)).prop_map(|(k, b)| (k, b));
-        prop_oneof![4 => event, 1 => scan, 2 => moment, 2 => tick, 1 => garbage]
+        // Compact events: a kind, then bytes a bitmap and deltas are made of.
+        let compact =
+            (1u8..=7, prop::collection::vec(small_bytes(1), 0..24)).prop_map(|(kind, bytes)| {
+                let mut payload = vec![kind];
+                payload.extend(bytes.into_iter().flatten());
+                (Kind::CompactEvent as u8, payload)
+            });
+        prop_oneof![
+            3 => event,
+            2 => compact,
+            1 => scan,
+            2 => moment,
+            2 => tick,
+            1 => garbage
+        ]
     }
 
     proptest! {
@@ -433,9 +448,12 @@ mod tests {
             gaps in prop::collection::vec(0usize..120, 0..3),
         ) {
             let header = header();
+            let mut events = EventCodec::new();
             let mut items: Vec<Item> = records
                 .iter()
-                .filter_map(|(kind, payload)| decode(*kind, payload).ok().map(Item::Input))
+                .filter_map(|(kind, payload)| {
+                    decode(*kind, payload, &mut events).ok().map(Item::Input)
+                })
                 .collect();
             for at in gaps {
                 let at = at.min(items.len());

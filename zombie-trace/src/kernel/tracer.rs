@@ -321,7 +321,7 @@ impl Tracer {
                     .inspect_err(|err| log::info!("kernel BTF unusable by the loader: {err}"))
                     .ok()
             });
-            let loader = scope.spawn(EbpfLoader::new);
+            let loader = scope.spawn(EbpfLoader::<'static>::new);
             let layout = crate::kernel::layout::discover();
             (layout, joined(btf.join()), joined(loader.join()))
         });
@@ -337,17 +337,18 @@ impl Tracer {
             Some(_) => SchedPrograms::Btf,
             None => SchedPrograms::Raw,
         };
-        let mut loaded = load(
-            first_loader,
-            &layout,
-            ring_bytes,
-            &wakeup_bytes,
-            btf.as_ref(),
-            sched,
-            options.without_free_program,
-        );
+        let mut first_loader = Some(first_loader);
         let mut ebpf = loop {
-            match loaded {
+            let loader = first_loader.take().unwrap_or_else(EbpfLoader::new);
+            match load(
+                loader,
+                &layout,
+                ring_bytes,
+                &wakeup_bytes,
+                btf.as_ref(),
+                sched,
+                options.without_free_program,
+            ) {
                 Ok(ebpf) => break ebpf,
                 // BTF tracepoints need Linux 5.5 and a BTF type per tracepoint.
                 Err(TracerError::Program { name, source })
@@ -369,15 +370,6 @@ impl Tracer {
                 }
                 Err(err) => return Err(err),
             }
-            loaded = load(
-                EbpfLoader::new(),
-                &layout,
-                ring_bytes,
-                &wakeup_bytes,
-                btf.as_ref(),
-                sched,
-                options.without_free_program,
-            );
         };
         // The process table through the task iterator (Linux 5.8, BTF, and
         // the fields it reads); else the seed and resyncs read /proc.

@@ -52,8 +52,10 @@ use thiserror::Error;
 /// First bytes of every recording. The high first byte and the trailing
 /// newline make a text-mode transfer or a file of another kind fail at once.
 pub const MAGIC: [u8; 8] = *b"\x89ZTRACE\n";
-/// The format this code writes, and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format this code writes, and the newest it reads. Version 2 added
+/// compact event records (record kind 11); version 1 files hold events as
+/// the kernel wrote them (kind 3), which every version reads.
+pub const FORMAT_VERSION: u16 = 2;
 /// First bytes of every chunk; the reader scans for them to resynchronise
 /// after a damaged chunk.
 pub const CHUNK_MAGIC: [u8; 4] = *b"ZTck";
@@ -1167,6 +1169,12 @@ impl ContainerWriter {
         self.buffered_records
     }
 
+    /// Whether a record with a payload of `len` bytes goes into the chunk
+    /// being buffered ([`ContainerWriter::push`] flushes it first if not).
+    pub fn fits(&self, len: usize) -> bool {
+        self.buffer.len() + RECORD_FRAMING_LEN + len <= MAX_CHUNK_UNCOMPRESSED
+    }
+
     /// Sequence number the next chunk will get (= chunks written so far).
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -1557,7 +1565,7 @@ mod tests {
             matches!(
                 error,
                 Error::UnsupportedVersion {
-                    found: 2,
+                    found: 3,
                     supported: FORMAT_VERSION,
                     ..
                 }
@@ -1566,8 +1574,8 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            "the input is a zombie-trace recording of format version 2, but this zombie-trace \
-             reads versions up to 1: use a newer zombie-trace"
+            "the input is a zombie-trace recording of format version 3, but this zombie-trace \
+             reads versions up to 2: use a newer zombie-trace"
         );
     }
 

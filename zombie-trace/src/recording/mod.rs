@@ -1,8 +1,10 @@
 //! Recordings: a live session's inputs in a file ([`recorder`]), read back
 //! ([`reader`]) and replayed through the same engine and views
 //! ([`crate::engine::replay`]). The file is a [`container`] of framed,
-//! checksummed, compressed chunks of [`records`]. The format is described
-//! in docs/recording-format.md.
+//! checksummed, compressed chunks of [`records`], kernel events among them
+//! in a [`compact`] encoding. The format is described in
+//! docs/recording-format.md.
+pub mod compact;
 pub mod container;
 pub mod reader;
 pub mod recorder;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::recording::compact::EventCodec;
 use crate::recording::container::{self, Entry, RecordingReader};
 use crate::recording::records::{Header, Input, WireSizes, decode};
 
@@ -129,8 +130,10 @@ impl Opened {
                             pending.push_back(Item::Gap(text));
                         }
                         first = false;
+                        // Compact events are deltas within their chunk.
+                        let mut events = EventCodec::new();
                         for record in chunk.records {
-                            match decode(record.kind, &record.payload) {
+                            match decode(record.kind, &record.payload, &mut events) {
                                 Ok(input) => pending.push_back(Item::Input(input)),
                                 Err(_) => undecodable += 1,
                             }

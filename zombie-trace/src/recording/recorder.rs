@@ -14,6 +14,7 @@ use crate::host::procfs::ProcStat;
 use crate::host::scan::{scan, vpid_resolver};
 use crate::model::{LedgerHealth, Moment};
 use crate::recording::RecordingError;
+use crate::recording::compact::EventCodec;
 use crate::recording::container::ContainerWriter;
 use crate::recording::records::{
     EndRecord, FactsRecord, Header, Kind, PidPressureRecord, TickRecord, WireSizes, encode_json,
@@ -52,6 +53,12 @@ pub struct Recorder {
     max_bytes: Option<u64>,
     /// The file's length when the current segment started.
     segment_start: u64,
+    /// Compact-event state of the chunk being buffered, and that chunk's
+    /// sequence number: deltas never cross a chunk.
+    events: EventCodec,
+    events_chunk: u64,
+    /// The compact form of the event being written.
+    event_bytes: Vec<u8>,
     pub stats: RecorderStats,
 }
 
@@ -89,6 +96,9 @@ impl Recorder {
             pressure: None,
             max_bytes,
             segment_start: 0,
+            events: EventCodec::new(),
+            events_chunk: 0,
+            event_bytes: Vec::with_capacity(64),
             stats: RecorderStats::default(),
         })
     }
@@ -172,7 +182,24 @@ impl InputLog for Recorder {
 
     fn event(&mut self, record: &[u8]) {
         self.stats.events += 1;
-        self.push(Kind::Event, record);
+        let mut compact = std::mem::take(&mut self.event_bytes);
+        compact.clear();
+        // A compact record is at most a kind byte, a bitmap and five bytes
+        // a word: under twice the record. One that might not fit ends the
+        // chunk here, so that it is encoded against the chunk it lands in.
+        if !self.writer.fits(record.len() * 2 + 8) {
+            self.write_chunk();
+        }
+        if self.writer.next_seq() != self.events_chunk {
+            self.events = EventCodec::new();
+            self.events_chunk = self.writer.next_seq();
+        }
+        if self.events.encode(record, &mut compact) {
+            self.push(Kind::CompactEvent, &compact);
+        } else {
+            self.push(Kind::Event, record);
+        }
+        self.event_bytes = compact;
     }
 
     fn batch(&mut self, now: Moment) {

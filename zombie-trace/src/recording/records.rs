@@ -1,9 +1,10 @@
 //! What a recording holds: the inputs of a live session, one record each,
 //! in the order the session read them (see [`crate::engine::live::InputLog`]).
 //!
-//! Bulk records are binary (events exactly as the kernel wrote them, /proc
-//! scans as fixed 45-byte entries); the rare ones are JSON, so that fields
-//! can be added without a new format version.
+//! Bulk records are binary (events as the kernel wrote them, in the
+//! [`compact`](crate::recording::compact) encoding, /proc scans as fixed
+//! 45-byte entries); the rare ones are JSON, so that fields can be added
+//! without a new format version.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -16,6 +17,7 @@ use crate::host::facts::{Identity, Pressure, ProcFacts};
 use crate::host::pressure::PidPressure;
 use crate::host::procfs::ProcStat;
 use crate::model::{LedgerHealth, Moment};
+use crate::recording::compact::EventCodec;
 
 /// What the container's file header holds (as JSON): the facts about the
 /// recording host and build that every replay needs first.
@@ -81,6 +83,9 @@ pub enum Kind {
     Facts = 8,
     PidPressure = 9,
     Pressure = 10,
+    /// A kernel event in the [`compact`](crate::recording::compact)
+    /// encoding (format version 2 on; kind 3 holds the bytes as written).
+    CompactEvent = 11,
 }
 
 impl TryFrom<u8> for Kind {
@@ -97,6 +102,7 @@ impl TryFrom<u8> for Kind {
             8 => Kind::Facts,
             9 => Kind::PidPressure,
             10 => Kind::Pressure,
+            11 => Kind::CompactEvent,
             other => return Err(RecordError::UnknownKind(other)),
         })
     }
@@ -112,6 +118,8 @@ pub enum RecordError {
     Malformed(&'static str, usize),
     #[error("{0} record: {1}")]
     Json(&'static str, #[source] serde_json::Error),
+    #[error(transparent)]
+    Compact(#[from] crate::recording::compact::Malformed),
 }
 
 /// One decoded input.
@@ -270,10 +278,12 @@ fn json<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(payload).map_err(|e| RecordError::Json(what, e))
 }
 
-/// Decodes one record of the container.
-pub fn decode(tag: u8, payload: &[u8]) -> Result<Input, RecordError> {
+/// Decodes one record of the container; `events` is the compact-event
+/// state of the chunk it is in (a new one for every chunk).
+pub fn decode(tag: u8, payload: &[u8], events: &mut EventCodec) -> Result<Input, RecordError> {
     let malformed = |what| RecordError::Malformed(what, payload.len());
     Ok(match Kind::try_from(tag)? {
+        Kind::CompactEvent => Input::Event(events.decode(payload)?),
         Kind::Seed => {
             let (now, procs) = decode_procs(payload).ok_or_else(|| malformed("seed"))?;
             Input::Seed { now, procs }
@@ -320,7 +330,7 @@ mod tests {
             17,
         )];
         let bytes = encode_procs(moment(5), &procs);
-        let decoded = decode(Kind::Resync as u8, &bytes).expect("decodes");
+        let decoded = decode(Kind::Resync as u8, &bytes, &mut EventCodec::new()).expect("decodes");
         assert_eq!(
             decoded,
             Input::Resync {
@@ -331,7 +341,7 @@ mod tests {
         // Every cut of it is malformed, never a panic.
         for cut in 0..bytes.len() {
             assert!(
-                decode(Kind::Seed as u8, &bytes[..cut]).is_err(),
+                decode(Kind::Seed as u8, &bytes[..cut], &mut EventCodec::new()).is_err(),
                 "cut at {cut}"
             );
         }
@@ -340,15 +350,15 @@ mod tests {
     #[test]
     fn unknown_kinds_and_bad_json_are_errors() {
         assert!(matches!(
-            decode(200, b""),
+            decode(200, b"", &mut EventCodec::new()),
             Err(RecordError::UnknownKind(200))
         ));
-        assert!(decode(Kind::Tick as u8, b"{").is_err());
-        assert!(decode(Kind::Batch as u8, &[0; 15]).is_err());
+        assert!(decode(Kind::Tick as u8, b"{", &mut EventCodec::new()).is_err());
+        assert!(decode(Kind::Batch as u8, &[0; 15], &mut EventCodec::new()).is_err());
         let mut batch = Vec::new();
         encode_moment(&mut batch, moment(9));
         assert_eq!(
-            decode(Kind::Batch as u8, &batch).expect("batch"),
+            decode(Kind::Batch as u8, &batch, &mut EventCodec::new()).expect("batch"),
             Input::Batch(moment(9))
         );
     }
