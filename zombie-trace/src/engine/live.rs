@@ -492,6 +492,7 @@ impl Session {
         call: impl FnOnce(&mut C, &mut Context<'_>) -> io::Result<()>,
     ) -> Result<(), SessionError> {
         let health = self.health();
+        self.ledger.refresh_oldest();
         let mut host = LoggedHost {
             log: self.log.as_deref_mut(),
         };

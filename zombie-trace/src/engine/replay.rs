@@ -94,9 +94,11 @@ impl State {
         consumer: &mut C,
         call: impl FnOnce(&mut C, &mut Context<'_>) -> io::Result<()>,
     ) -> io::Result<()> {
-        let Some(ledger) = &self.ledger else {
+        let Some(ledger) = &mut self.ledger else {
             return Ok(());
         };
+        ledger.refresh_oldest();
+        let ledger = &*ledger;
         let mut health = self.health;
         if self.gap_open {
             // What the damaged part held is unknown, as after lost events.

@@ -727,6 +727,54 @@ fn ledger_zombies_and_alive(ledger: &Ledger) -> Census {
     (zombies, alive)
 }
 
+/// The oldest zombie the ledger keeps for each parent is the one a walk of
+/// its children finds.
+fn assert_oldest_kept(ledger: &Ledger) {
+    for p in ledger.processes() {
+        assert_eq!(
+            ledger.oldest_zombie(&p.key),
+            ledger.walk_oldest_zombie(&p.key),
+            "{:?}",
+            p.key
+        );
+    }
+}
+
+#[test]
+fn the_oldest_zombie_is_kept_as_a_reaper_takes_them_in_order() {
+    let parent = id(100, 1);
+    let mut ledger = Ledger::new(clock(), 1_000, 64);
+    ledger.apply(&fork(2_000, id(1, 0), parent), &mut |_| {});
+    let children: Vec<ProcessId> = (0..5).map(|i| id(200 + i, 2)).collect();
+    for (i, &child) in children.iter().enumerate() {
+        let i = i as u64;
+        ledger.apply(&fork(3_000 + i, parent, child), &mut |_| {});
+        // Exits out of order: the third child exits first.
+        let exit_ns = [50_000, 40_000, 10_000, 30_000, 20_000][i as usize];
+        ledger.apply(&exit(exit_ns, child, parent, 0, id(1, 0)), &mut |_| {});
+    }
+    let owner = clock().key(&parent);
+    assert_eq!(ledger.oldest_zombie(&owner), Some(ExitTime::At(10_000)));
+    // Reaped oldest first; the answer is right before and after a refresh.
+    for (reaped, next) in [
+        (202, Some(20_000)),
+        (204, Some(30_000)),
+        (203, Some(40_000)),
+    ] {
+        ledger.apply(&wait4(60_000, parent, reaped), &mut |_| {});
+        assert_eq!(ledger.oldest_zombie(&owner), next.map(ExitTime::At));
+        ledger.refresh_oldest();
+        assert_eq!(ledger.oldest_zombie(&owner), next.map(ExitTime::At));
+        assert_oldest_kept(&ledger);
+    }
+    // A younger zombie reaped leaves the oldest as it was.
+    ledger.apply(&wait4(61_000, parent, 200), &mut |_| {});
+    assert_eq!(ledger.oldest_zombie(&owner), Some(ExitTime::At(40_000)));
+    ledger.apply(&wait4(62_000, parent, 201), &mut |_| {});
+    assert_eq!(ledger.oldest_zombie(&owner), None);
+    assert_oldest_kept(&ledger);
+}
+
 /// Attaches the tracer before step `attach`, scans /proc before step `scan`
 /// (after the attach, as the session does), applies every recorded event,
 /// and checks that the ledger equals the process table at the end: no
@@ -751,6 +799,12 @@ fn check_every_interleaving(initial: &Table, actions: &[Action]) {
                     && let Some(e) = event(10_000 + i as u64, a)
                 {
                     ledger.apply(&e, &mut |_| {});
+                    // The engine refreshes before views read; between,
+                    // the ledger answers by walking.
+                    if i % 2 == 0 {
+                        ledger.refresh_oldest();
+                    }
+                    assert_oldest_kept(&ledger);
                 }
             }
             assert_eq!(
