@@ -492,7 +492,6 @@ impl Session {
         call: impl FnOnce(&mut C, &mut Context<'_>) -> io::Result<()>,
     ) -> Result<(), SessionError> {
         let health = self.health();
-        self.ledger.refresh_oldest();
         let mut host = LoggedHost {
             log: self.log.as_deref_mut(),
         };
@@ -517,6 +516,7 @@ impl Session {
         let now = facts::now()?;
         let programs = self.tracer.program_runs();
         let mut answer = None;
+        self.ledger.refresh_oldest();
         self.call_with(consumer, now, programs, |c, ctx| {
             answer = Some(c.on_query(ctx, &query));
             Ok(())
@@ -592,6 +592,7 @@ impl Session {
         }
         let now = facts::now()?;
         if report {
+            self.ledger.refresh_oldest();
             self.call(consumer, now, |c, ctx| c.on_tick(ctx))?;
         }
         if self.log.is_some() {
@@ -650,6 +651,7 @@ impl Session {
         }
         self.maintain_batch(consumer)?;
         let now = facts::now()?;
+        self.ledger.refresh_oldest();
         self.call(consumer, now, |c, ctx| c.on_end(ctx))?;
         let health = self.health();
         if let Some(log) = self.log.as_deref_mut() {

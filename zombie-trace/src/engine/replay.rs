@@ -94,11 +94,9 @@ impl State {
         consumer: &mut C,
         call: impl FnOnce(&mut C, &mut Context<'_>) -> io::Result<()>,
     ) -> io::Result<()> {
-        let Some(ledger) = &mut self.ledger else {
+        let Some(ledger) = &self.ledger else {
             return Ok(());
         };
-        ledger.refresh_oldest();
-        let ledger = &*ledger;
         let mut health = self.health;
         if self.gap_open {
             // What the damaged part held is unknown, as after lost events.
@@ -204,8 +202,9 @@ pub fn replay<C: Consumer + ?Sized>(
                         tick.now.boot_ns.saturating_sub(last) + half_tick >= interval
                     })
                 });
-                if due && state.ledger.is_some() {
+                if due && let Some(ledger) = &mut state.ledger {
                     last_report = Some(tick.now.boot_ns);
+                    ledger.refresh_oldest();
                     state.call(consumer, |c, ctx| c.on_tick(ctx))?;
                 }
             }
@@ -236,6 +235,9 @@ pub fn replay<C: Consumer + ?Sized>(
         state.now = state.now.plus_ns(stop - state.now.boot_ns);
     }
     outcome.last = state.ledger.is_some().then_some(state.now);
+    if let Some(ledger) = &mut state.ledger {
+        ledger.refresh_oldest();
+    }
     state.call(consumer, |c, ctx| c.on_end(ctx))?;
     Ok(outcome)
 }

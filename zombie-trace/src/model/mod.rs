@@ -55,9 +55,10 @@
 //!     zombie as zombies are linked and unlinked (ordered by time, then by
 //!     how well it is known: one value however the children are listed).
 //!     When the oldest leaves, it is unknown until [`Ledger::refresh_oldest`]
-//!     (the engine calls it before views read the ledger) finds it again;
-//!     a question before that walks the children. The answer is always the
-//!     walk's.
+//!     (the engine calls it before reports, queries and the end: not after
+//!     every batch, where a reaper taking its oldest zombie each time would
+//!     make it walk 20 times a second) finds it again; a question before
+//!     that walks the children. The answer is always the walk's.
 //!
 //! Per-event work is O(1) with no allocation once the tables have grown to
 //! the machine's process count (they start at twice the processes of the
@@ -620,8 +621,8 @@ impl Ledger {
     }
 
     /// Finds again the oldest zombie of every parent whose oldest was
-    /// released: the engine calls it before views read the ledger, so that
-    /// each such parent is walked once per batch, not once per question.
+    /// released: the engine calls it before a report, a query or the end,
+    /// so that each such parent is walked once then, not once per view.
     pub fn refresh_oldest(&mut self) {
         for slot in std::mem::take(&mut self.oldest_unknown) {
             let Some(p) = self.proc(slot) else { continue };
