@@ -238,9 +238,11 @@ fn autoreaps_children<K: Kernel>(task: Task) -> Result<bool, u32> {
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
 pub extern "C" fn seed_tasks(ctx: *mut core::ffi::c_void) -> i32 {
-    // A failed read leaves the process out of the file, and userspace
-    // counts it as unreadable, as it counts a /proc file it cannot read.
-    let _ = try_seed_tasks(ctx as *const u64);
+    // A failed read leaves the process out of the table: counted as a lost
+    // event, so the ledger says it is incomplete and resyncs.
+    if try_seed_tasks(ctx as *const u64).is_err() {
+        count_lost(LostReason::ReadFailed);
+    }
     0
 }
 
@@ -280,18 +282,17 @@ fn try_seed_tasks(ctx: *const u64) -> Result<(), u32> {
         nr_threads: Direct::read(signal, layout!(signal_nr_threads))?,
         comm: comm::<Direct>(task)?,
     };
-    // bpf_iter_meta's first member is the seq_file.
+    // bpf_iter_meta's first member is the seq_file. A full buffer is not a
+    // loss: the kernel drops the partial record and shows this task again
+    // at the start of the next read.
     let seq: *mut aya_ebpf::bindings::seq_file = Direct::read(meta, 0)?;
-    let written = unsafe {
+    unsafe {
         bpf_seq_write(
             seq,
             &record as *const TaskRecord as *const core::ffi::c_void,
             core::mem::size_of::<TaskRecord>() as u32,
         )
     };
-    if written != 0 {
-        return Err(0);
-    }
     Ok(())
 }
 

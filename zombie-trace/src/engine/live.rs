@@ -142,26 +142,20 @@ struct ProcessTable {
 struct Vpids {
     /// Processes whose vpid is not their PID, noted so far.
     resolved: Resolved,
-    /// Whether `resolved` holds every such process (the task iterator reads
-    /// vpids with the table); else each is read from /proc when asked.
-    complete: bool,
-    from_proc: Box<dyn FnMut(&ProcStat) -> u32>,
+    /// Reads a vpid from /proc when asked; `None` when `resolved` already
+    /// holds every such process (the task iterator reads vpids with the
+    /// table).
+    from_proc: Option<VpidReader>,
 }
 
-impl Vpids {
-    fn new(resolved: Resolved, complete: bool) -> Self {
-        Self {
-            resolved,
-            complete,
-            from_proc: Box::new(vpid_resolver()),
-        }
-    }
+/// Reads a process's vpid from /proc ([`vpid_resolver`]).
+type VpidReader = Box<dyn FnMut(&ProcStat) -> u32>;
 
+impl Vpids {
     fn of(&mut self, st: &ProcStat) -> u32 {
-        let vpid = if self.complete {
-            self.resolved.get(st)
-        } else {
-            (self.from_proc)(st)
+        let vpid = match &mut self.from_proc {
+            Some(read) => read(st),
+            None => self.resolved.get(st),
         };
         self.resolved.note(st, vpid)
     }
@@ -181,7 +175,10 @@ impl ProcessTable {
                 return Ok(Self {
                     stats: table.stats,
                     summary: table.summary,
-                    vpids: Vpids::new(resolved, true),
+                    vpids: Vpids {
+                        resolved,
+                        from_proc: None,
+                    },
                 });
             }
             Some(Err(err)) => log::warn!("{err}; reading /proc instead"),
@@ -191,7 +188,10 @@ impl ProcessTable {
         Ok(Self {
             stats,
             summary,
-            vpids: Vpids::new(Resolved::default(), false),
+            vpids: Vpids {
+                resolved: Resolved::default(),
+                from_proc: Some(Box::new(vpid_resolver())),
+            },
         })
     }
 }

@@ -715,7 +715,7 @@ fn exit_tracepoint_check(group_dead_arg: Option<bool>) -> Check {
 
 /// How the ledger's seed and resyncs read the whole process table: the
 /// kernel's task iterator (one file for every process) or /proc (a file
-/// per process: ~0.2 s more at start with 28,000 zombies). Both give the
+/// per process: ~0.15 s more at start with 28,000 zombies). Both give the
 /// same fields; this says which the tracer will use.
 fn process_table_check(task_iterator: Option<bool>) -> Check {
     const NAME: &str = "process-table";

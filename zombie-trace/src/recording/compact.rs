@@ -48,7 +48,7 @@ const WORDS: [usize; KINDS] = {
 };
 
 /// The longest compact record: the kind, the bitmap, five bytes a word.
-const MAX_COMPACT: usize = 1 + MAX_WORDS.div_ceil(8) + 5 * MAX_WORDS;
+pub const MAX_COMPACT: usize = 1 + MAX_WORDS.div_ceil(8) + 5 * MAX_WORDS;
 
 /// The previous record of each kind in this chunk, as 32-bit words (zero
 /// before the first).

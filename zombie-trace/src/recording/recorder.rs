@@ -14,7 +14,7 @@ use crate::host::procfs::ProcStat;
 use crate::host::scan::{scan, vpid_resolver};
 use crate::model::{LedgerHealth, Moment};
 use crate::recording::RecordingError;
-use crate::recording::compact::EventCodec;
+use crate::recording::compact::{EventCodec, MAX_COMPACT};
 use crate::recording::container::ContainerWriter;
 use crate::recording::records::{
     EndRecord, FactsRecord, Header, Kind, PidPressureRecord, TickRecord, WireSizes, encode_json,
@@ -184,10 +184,9 @@ impl InputLog for Recorder {
         self.stats.events += 1;
         let mut compact = std::mem::take(&mut self.event_bytes);
         compact.clear();
-        // A compact record is at most a kind byte, a bitmap and five bytes
-        // a word: under twice the record. One that might not fit ends the
+        // An event that might not fit (compact, or as written) ends the
         // chunk here, so that it is encoded against the chunk it lands in.
-        if !self.writer.fits(record.len() * 2 + 8) {
+        if !self.writer.fits(record.len().max(MAX_COMPACT)) {
             self.write_chunk();
         }
         if self.writer.next_seq() != self.events_chunk {
