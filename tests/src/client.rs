@@ -479,6 +479,47 @@ impl Workload {
         }
     }
 
+    /// Like [`Workload::start`], with the harness (and so the workload it
+    /// forks) placed in each of `cgroups` (directories of cgroup
+    /// hierarchies) before it runs, as a container runtime or systemd places
+    /// a service's first process.
+    pub fn start_in(cgroups: &[PathBuf], name: &str, args: &[&str]) -> Workload {
+        let procs: Vec<std::ffi::CString> = cgroups
+            .iter()
+            .map(|dir| {
+                use std::os::unix::ffi::OsStrExt as _;
+                std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
+                    .expect("a cgroup path without NUL")
+            })
+            .collect();
+        let mut command = Command::new(bin_path("reaper"));
+        command.arg(bin_path(name)).args(args);
+        // Safety: between fork and exec only async-signal-safe calls:
+        // open, write, close; "0" names the writing process itself.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            command.pre_exec(move || {
+                for path in &procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    let error = io::Error::last_os_error();
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(error);
+                    }
+                }
+                Ok(())
+            });
+        }
+        match Workload::try_start_command(&mut command, name, args) {
+            Ok(w) => w,
+            Err(msg) => panic!("{msg} (in cgroups {cgroups:?})"),
+        }
+    }
+
     /// Like [`Workload::start_at`], returning the failure message
     /// instead of panicking. Nothing is left running on failure.
     pub fn try_start_at(reaper: &Path, program: &Path, args: &[&str]) -> Result<Workload, String> {
@@ -486,18 +527,20 @@ impl Workload {
             || program.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        let (process, out) = Process::spawn(
-            Command::new(reaper).arg(program).args(args),
-            name.clone(),
-            true,
-        )
-        .map_err(|e| {
-            format!(
-                "cannot start {} {}: {e}",
-                reaper.display(),
-                program.display()
-            )
-        })?;
+        Workload::try_start_command(Command::new(reaper).arg(program).args(args), &name, args)
+            .map_err(|e| format!("{e} ({} {})", reaper.display(), program.display()))
+    }
+
+    /// Spawns `command` (a harness running workload `name`) and waits for
+    /// the workload's ready line.
+    fn try_start_command(
+        command: &mut Command,
+        name: &str,
+        args: &[&str],
+    ) -> Result<Workload, String> {
+        let name = name.to_owned();
+        let (process, out) = Process::spawn(command, name.clone(), true)
+            .map_err(|e| format!("cannot start workload {name}: {e}"))?;
 
         let stdout_rest: Shared = Arc::default();
         let (tx, rx) = mpsc::channel::<Result<String, String>>();

@@ -155,6 +155,14 @@ fn a_pid_namespace_init_that_never_reaps_is_the_one_that_must_reap() {
         let d = diagnosis(&session, init);
         assert_eq!(d.verdict, "adopter_does_not_reap", "{}", d.summary);
         assert!(d.process.pid_ns_init);
+        // Both PIDs: the host's, and 1 inside its namespace.
+        assert_eq!(d.process.pid_in_namespace, Some(1), "{:?}", d.process);
+        assert!(
+            d.to_text().starts_with(&format!("PID {init} ("))
+                && d.to_text().contains(", PID 1 in its namespace)"),
+            "{}",
+            d.to_text()
+        );
         assert!(d.summary.contains("PID namespace"), "{}", d.summary);
         let restart = step(&d, "restart");
         assert!(

@@ -35,6 +35,7 @@ fn an_overflowing_ring_marks_the_report_incomplete() {
             now,
             &session.health(),
             LiveHost.pressure(),
+            &mut LiveHost,
         );
         assert!(!report.complete);
         assert_eq!(report.lost_events, report.lost_by_reason.total());
@@ -102,6 +103,7 @@ fn a_resync_after_an_overflow_makes_the_ledger_equal_to_proc() {
             now,
             &health,
             LiveHost.pressure(),
+            &mut LiveHost,
         );
         assert!(report.complete);
         assert!(report.lost_events > 0);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::common::*;
 use serde_json::Value;
 use zombie_trace::engine::live::Session;
+use zombie_trace::host::facts::LiveHost;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::model::{Change, Ledger, ReapKind};
 use zombie_trace::views::latency::{Group, GroupBy, Histogram, LatencyView};
@@ -268,7 +269,9 @@ fn a_parent_that_never_reaps_is_not_reaped_yet_not_a_latency() {
         );
         let now = zombie_trace::host::facts::now().expect("clock");
         let ledger = t.session.ledger();
-        let report = t.view.report(ledger, now, 1.0, t.session.lost_by_reason());
+        let report = t
+            .view
+            .report(ledger, now, 1.0, t.session.lost_by_reason(), &mut LiveHost);
         assert!(report.groups.iter().all(|g| g.pid != Some(pid)));
         let row = report
             .not_reaped

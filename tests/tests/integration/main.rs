@@ -6,6 +6,7 @@
 mod common;
 
 mod cli;
+mod containers;
 mod deploy;
 mod diagnosis;
 mod evidence;

@@ -10,13 +10,13 @@ use crate::common::*;
 use zombie_trace_tests::client::{Workload, bin_path};
 
 /// A running `serve`, stopped (SIGTERM, then waited for) on drop.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
     addr: SocketAddr,
 }
 
 impl Serve {
-    fn start(extra: &[&str]) -> Serve {
+    pub(crate) fn start(extra: &[&str]) -> Serve {
         // A free loopback port: bind, read it, release it for serve.
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -64,7 +64,7 @@ impl Serve {
     }
 
     /// A scrape's body and how long it took.
-    fn scrape(&self) -> (String, Duration) {
+    pub(crate) fn scrape(&self) -> (String, Duration) {
         let started = Instant::now();
         let (status, body) = self.get("/metrics").expect("scrape /metrics");
         assert_eq!(status, 200, "{body}");
@@ -82,17 +82,22 @@ impl Drop for Serve {
 }
 
 /// The value of the sample `name{labels}` in an exposition, labels given
-/// as they are printed (`pid="42",comm="x"`).
-fn sample(exposition: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse().ok())
+/// as they are printed (`pid="42",comm="x"`): the first sample of `name`
+/// that has all of them (and maybe more).
+pub(crate) fn sample(exposition: &str, name: &str, labels: &str) -> Option<f64> {
+    let wanted: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
+    exposition.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?;
+        let has = match rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+            Some(block) => {
+                let present: Vec<&str> = block.split(',').collect();
+                wanted.iter().all(|w| present.contains(w))
+            }
+            None => rest.is_empty() && wanted.is_empty(),
+        };
+        if has { value.trim().parse().ok() } else { None }
+    })
 }
 
 fn parent_series(exposition: &str) -> usize {

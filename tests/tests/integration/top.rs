@@ -11,8 +11,8 @@ use crate::common::{can_run, privileged};
 
 /// A tmux server of this test's own (its own socket), killed when dropped:
 /// the pane's processes get SIGHUP from it.
-struct Tmux {
-    socket: String,
+pub(crate) struct Tmux {
+    pub(crate) socket: String,
 }
 
 impl Tmux {
@@ -28,7 +28,7 @@ impl Tmux {
         }
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.tmux(args);
         assert!(
             out.status.success(),
@@ -38,11 +38,11 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         self.ok(&["capture-pane", "-p", "-t", "top"])
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "top"];
         args.extend_from_slice(keys);
         self.ok(&args);
@@ -50,7 +50,12 @@ impl Tmux {
 
     /// Polls the pane until `done` holds (returns when), or panics with
     /// the last screen after `timeout`.
-    fn until(&self, what: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> Instant {
+    pub(crate) fn until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> Instant {
         let deadline = Instant::now() + timeout;
         loop {
             let screen = self.screen();
@@ -72,7 +77,7 @@ impl Drop for Tmux {
     }
 }
 
-fn tmux_problem() -> Option<String> {
+pub(crate) fn tmux_problem() -> Option<String> {
     match Command::new("tmux").arg("-V").output() {
         Ok(out) if out.status.success() => None,
         _ => Some(
@@ -83,7 +88,7 @@ fn tmux_problem() -> Option<String> {
 }
 
 /// The pending count of `pid`'s row in the parents table, if shown.
-fn pending_of(screen: &str, pid: u32) -> Option<u32> {
+pub(crate) fn pending_of(screen: &str, pid: u32) -> Option<u32> {
     let pid = pid.to_string();
     screen.lines().find_map(|line| {
         let mut words = line.trim_start_matches('>').split_whitespace();

@@ -54,7 +54,7 @@ impl Consumer for LatencyPrinter {
         let traced_s = ctx.now.boot_ns.saturating_sub(ctx.started.boot_ns) as f64 / 1e9;
         let report = self
             .view
-            .report(ctx.ledger, ctx.now, traced_s, ctx.health.lost);
+            .report(ctx.ledger, ctx.now, traced_s, ctx.health.lost, ctx.host);
         self.out.either(&report, LatencyReport::to_text)
     }
 }

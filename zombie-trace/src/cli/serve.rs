@@ -90,7 +90,14 @@ impl Server {
 
     fn parents(&self, ctx: &mut Context<'_>) -> Answer {
         let pressure = ctx.host.pressure();
-        let report = Report::new(ctx.ledger, &self.filter, ctx.now, &ctx.health, pressure);
+        let report = Report::new(
+            ctx.ledger,
+            &self.filter,
+            ctx.now,
+            &ctx.health,
+            pressure,
+            ctx.host,
+        );
         Answer {
             status: 200,
             content_type: "application/json",

@@ -10,7 +10,8 @@ use thiserror::Error;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::engine::{Consumer, Context, Counting, Query};
-use crate::host::facts::{self, HostFacts, LiveHost, Pressure, ProcFacts};
+use crate::host::cgroup::Attribution;
+use crate::host::facts::{self, AttributionCache, HostFacts, LiveHost, Pressure, ProcFacts};
 use crate::host::pressure::PidPressure;
 use crate::host::procfs::{self, ProcError, ProcStat, ScanSummary};
 use crate::host::scan::{scan, vpid_resolver};
@@ -55,6 +56,8 @@ pub trait InputLog {
     fn process_facts(&mut self, pid: u32, facts: Option<&ProcFacts>);
     fn pid_pressure(&mut self, pid: Option<u32>, pressure: &PidPressure);
     fn pressure(&mut self, pressure: Option<&Pressure>);
+    /// Where a process runs (its cgroup), as first read.
+    fn attribution(&mut self, key: ProcKey, attribution: Option<&Attribution>);
     /// Writes what is buffered (at least once a second); a write error (a
     /// full disk, ...) is returned, and again at every later call.
     fn flush(&mut self) -> io::Result<()>;
@@ -64,6 +67,7 @@ pub trait InputLog {
 /// session records.
 struct LoggedHost<'a> {
     log: Option<&'a mut (dyn InputLog + 'static)>,
+    attributions: &'a mut AttributionCache,
 }
 
 impl HostFacts for LoggedHost<'_> {
@@ -89,6 +93,14 @@ impl HostFacts for LoggedHost<'_> {
             log.pressure(pressure.as_ref());
         }
         pressure
+    }
+
+    fn attribution(&mut self, key: ProcKey) -> Option<Attribution> {
+        let attribution = self.attributions.get(key);
+        if let Some(log) = self.log.as_deref_mut() {
+            log.attribution(key, attribution.as_ref());
+        }
+        attribution
     }
 }
 
@@ -270,6 +282,7 @@ pub struct Session {
     /// Where the next round-robin zombie check starts in the ledger.
     check_cursor: usize,
     log: Option<Box<dyn InputLog>>,
+    attributions: AttributionCache,
 }
 
 impl Session {
@@ -301,6 +314,7 @@ impl Session {
             lost_covered: 0,
             check_cursor: 0,
             log,
+            attributions: AttributionCache::default(),
         })
     }
 
@@ -494,6 +508,7 @@ impl Session {
         let health = self.health();
         let mut host = LoggedHost {
             log: self.log.as_deref_mut(),
+            attributions: &mut self.attributions,
         };
         let mut ctx = Context {
             ledger: &self.ledger,
@@ -631,9 +646,13 @@ impl Session {
         }
         let mut host = LoggedHost {
             log: self.log.as_deref_mut(),
+            attributions: &mut self.attributions,
         };
         for pid in pids {
             host.process(pid);
+        }
+        for &(_, key) in &parents {
+            host.attribution(key);
         }
         host.pid_pressure(parents.first().map(|&(_, key)| key.pid));
         host.pressure();

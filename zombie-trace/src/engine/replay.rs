@@ -10,11 +10,12 @@ use rustc_hash::FxHashMap;
 use thiserror::Error;
 
 use crate::engine::{Consumer, Context};
+use crate::host::cgroup::Attribution;
 use crate::host::facts::{HostFacts, Pressure, ProcFacts};
 use crate::host::pressure::PidPressure;
 use crate::host::procfs::ProcStat;
 use crate::kernel::events::Event;
-use crate::model::{Change, Ledger, LedgerHealth, Moment, TickClock};
+use crate::model::{Change, Ledger, LedgerHealth, Moment, ProcKey, TickClock};
 use crate::recording::reader::Item;
 use crate::recording::records::{Header, Input};
 
@@ -57,6 +58,7 @@ struct ReplayHost {
     facts: FxHashMap<u32, Option<ProcFacts>>,
     pid_pressure: FxHashMap<Option<u32>, PidPressure>,
     pressure: Option<Pressure>,
+    attributions: FxHashMap<ProcKey, Option<Attribution>>,
 }
 
 impl HostFacts for ReplayHost {
@@ -74,6 +76,10 @@ impl HostFacts for ReplayHost {
 
     fn pressure(&mut self) -> Option<Pressure> {
         self.pressure
+    }
+
+    fn attribution(&mut self, key: ProcKey) -> Option<Attribution> {
+        self.attributions.get(&key).cloned().flatten()
     }
 }
 
@@ -224,6 +230,13 @@ pub fn replay<C: Consumer + ?Sized>(
                 state.host.pid_pressure.insert(record.pid, record.pressure);
             }
             Input::Pressure(pressure) => state.host.pressure = pressure,
+            Input::Attribution(record) => {
+                let key = ProcKey {
+                    pid: record.pid,
+                    start_ticks: record.start_ticks,
+                };
+                state.host.attributions.insert(key, record.attribution);
+            }
         }
     }
     if let Some(stop) = options.stop_at_boot_ns

@@ -8,9 +8,12 @@ use std::ffi::CStr;
 
 use serde::{Deserialize, Serialize};
 
+use rustc_hash::FxHashMap;
+
+use crate::host::cgroup::{self, Attribution};
 use crate::host::pressure::{PidPressure, host_tasks};
 use crate::host::procfs::{self, ProcError, SigMasks};
-use crate::model::Moment;
+use crate::model::{Moment, ProcKey};
 
 /// What /proc says about one process, for a diagnosis.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,11 @@ pub trait HostFacts {
     fn pid_pressure(&mut self, pid: Option<u32>) -> PidPressure;
     /// Tasks against pid_max.
     fn pressure(&mut self) -> Option<Pressure>;
+    /// Where the process `key` runs: its cgroup, and the systemd unit,
+    /// container and pod that cgroup names. `None` when it is gone, when its
+    /// PID now names another process, or, over a recording, when the live
+    /// session did not read it.
+    fn attribution(&mut self, key: ProcKey) -> Option<Attribution>;
 }
 
 /// Host facts read from this machine's /proc when asked.
@@ -97,6 +105,68 @@ impl HostFacts for LiveHost {
             tasks: host_tasks()?,
             pid_max: procfs::pid_max().ok()?,
         })
+    }
+
+    fn attribution(&mut self, key: ProcKey) -> Option<Attribution> {
+        read_attribution(key)
+    }
+}
+
+/// A host that answers nothing: for views' unit tests, which build a ledger
+/// by hand and have no /proc to ask.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHost;
+
+impl HostFacts for NoHost {
+    fn process(&mut self, _pid: u32) -> Option<ProcFacts> {
+        None
+    }
+
+    fn pid_pressure(&mut self, _pid: Option<u32>) -> PidPressure {
+        PidPressure::unknown()
+    }
+
+    fn pressure(&mut self) -> Option<Pressure> {
+        None
+    }
+
+    fn attribution(&mut self, _key: ProcKey) -> Option<Attribution> {
+        None
+    }
+}
+
+/// Reads the cgroup membership of `key`. The start time is read after it:
+/// when it still matches, the PID named that process all along, so a PID
+/// reused by a process in another container never lends it its name.
+pub fn read_attribution(key: ProcKey) -> Option<Attribution> {
+    let membership = cgroup::read_membership(key.pid).ok().flatten()?;
+    let stat = procfs::read_stat(key.pid).ok().flatten()?;
+    (stat.start_ticks == key.start_ticks).then(|| Attribution::of(&membership))
+}
+
+/// Attributions read live, kept by process identity: a process's cgroup is
+/// set when it starts (a runtime or systemd moves it before it runs the
+/// workload), and a view asks for every parent at every report. Bounded:
+/// emptied when it reaches [`AttributionCache::CAPACITY`] processes.
+#[derive(Debug, Default)]
+pub struct AttributionCache {
+    known: FxHashMap<ProcKey, Option<Attribution>>,
+}
+
+impl AttributionCache {
+    pub const CAPACITY: usize = 4096;
+
+    /// `key`'s attribution, read with [`read_attribution`] the first time.
+    pub fn get(&mut self, key: ProcKey) -> Option<Attribution> {
+        if let Some(known) = self.known.get(&key) {
+            return known.clone();
+        }
+        if self.known.len() >= Self::CAPACITY {
+            self.known.clear();
+        }
+        let read = read_attribution(key);
+        self.known.insert(key, read.clone());
+        read
     }
 }
 

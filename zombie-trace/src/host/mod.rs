@@ -1,4 +1,5 @@
 //! Host readers: every read of /proc, cgroupfs and the mount table is here.
+pub mod cgroup;
 pub mod facts;
 pub mod mounts;
 pub mod pressure;

@@ -8,17 +8,18 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use crate::engine::live::InputLog;
+use crate::host::cgroup::Attribution;
 use crate::host::facts::{Identity, Pressure, ProcFacts};
 use crate::host::pressure::PidPressure;
 use crate::host::procfs::ProcStat;
 use crate::host::scan::{scan, vpid_resolver};
-use crate::model::{LedgerHealth, Moment};
+use crate::model::{LedgerHealth, Moment, ProcKey};
 use crate::recording::RecordingError;
 use crate::recording::compact::{EventCodec, MAX_COMPACT};
 use crate::recording::container::ContainerWriter;
 use crate::recording::records::{
-    EndRecord, FactsRecord, Header, Kind, PidPressureRecord, TickRecord, WireSizes, encode_json,
-    encode_moment, encode_procs,
+    AttributionRecord, EndRecord, FactsRecord, Header, Kind, PidPressureRecord, TickRecord,
+    WireSizes, encode_json, encode_moment, encode_procs,
 };
 
 /// A chunk is written when this much is buffered, or at the next flush
@@ -50,6 +51,7 @@ pub struct Recorder {
     facts: FxHashMap<u32, Option<ProcFacts>>,
     pid_pressure: FxHashMap<Option<u32>, PidPressure>,
     pressure: Option<Option<Pressure>>,
+    attributions: FxHashMap<ProcKey, Option<Attribution>>,
     max_bytes: Option<u64>,
     /// The file's length when the current segment started.
     segment_start: u64,
@@ -94,6 +96,7 @@ impl Recorder {
             facts: FxHashMap::default(),
             pid_pressure: FxHashMap::default(),
             pressure: None,
+            attributions: FxHashMap::default(),
             max_bytes,
             segment_start: 0,
             events: EventCodec::new(),
@@ -156,6 +159,7 @@ impl Recorder {
         self.facts.clear();
         self.pid_pressure.clear();
         self.pressure = None;
+        self.attributions.clear();
     }
 
     fn start_segment(&mut self) {
@@ -262,6 +266,23 @@ impl InputLog for Recorder {
         }
         self.pressure = Some(pressure.copied());
         self.push(Kind::Pressure, &encode_json(&pressure));
+    }
+
+    fn attribution(&mut self, key: ProcKey, attribution: Option<&Attribution>) {
+        if self
+            .attributions
+            .get(&key)
+            .is_some_and(|last| last.as_ref() == attribution)
+        {
+            return;
+        }
+        self.attributions.insert(key, attribution.cloned());
+        let record = AttributionRecord {
+            pid: key.pid,
+            start_ticks: key.start_ticks,
+            attribution: attribution.cloned(),
+        };
+        self.push(Kind::Attribution, &encode_json(&record));
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -13,6 +13,7 @@ use zombie_trace_common::{
 };
 
 use crate::engine::live::Seed;
+use crate::host::cgroup::Attribution;
 use crate::host::facts::{Identity, Pressure, ProcFacts};
 use crate::host::pressure::PidPressure;
 use crate::host::procfs::ProcStat;
@@ -86,6 +87,8 @@ pub enum Kind {
     /// A kernel event in the [`compact`](crate::recording::compact)
     /// encoding (format version 2 on; kind 3 holds the bytes as written).
     CompactEvent = 11,
+    /// Where a process runs (its cgroup), as the live session read it.
+    Attribution = 12,
 }
 
 impl TryFrom<u8> for Kind {
@@ -103,6 +106,7 @@ impl TryFrom<u8> for Kind {
             9 => Kind::PidPressure,
             10 => Kind::Pressure,
             11 => Kind::CompactEvent,
+            12 => Kind::Attribution,
             other => return Err(RecordError::UnknownKind(other)),
         })
     }
@@ -144,6 +148,7 @@ pub enum Input {
     Facts(FactsRecord),
     PidPressure(PidPressureRecord),
     Pressure(Option<Pressure>),
+    Attribution(AttributionRecord),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +175,15 @@ pub struct FactsRecord {
 pub struct PidPressureRecord {
     pub pid: Option<u32>,
     pub pressure: PidPressure,
+}
+
+/// A process by its identity (PID and start time in clock ticks), and the
+/// cgroup attribution read for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributionRecord {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub attribution: Option<Attribution>,
 }
 
 const MOMENT_LEN: usize = 16;
@@ -299,6 +313,7 @@ pub fn decode(tag: u8, payload: &[u8], events: &mut EventCodec) -> Result<Input,
         Kind::Facts => Input::Facts(json("facts", payload)?),
         Kind::PidPressure => Input::PidPressure(json("pid pressure", payload)?),
         Kind::Pressure => Input::Pressure(json("pressure", payload)?),
+        Kind::Attribution => Input::Attribution(json("attribution", payload)?),
     })
 }
 

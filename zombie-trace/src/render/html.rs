@@ -1896,10 +1896,16 @@ fn parents_table(out: &mut String, t: &Timeline, ctx: &Context) {
         }
         w!(
             out,
-            "</td><td class=\"num\">{}</td><td><span class=\"comm\">{}</span></td>\
+            "</td><td class=\"num\">{}</td><td><span class=\"comm\">{}</span>{}</td>\
              <td class=\"num\"><strong>{}</strong><br><span class=\"rel\">at {}</span></td><td class=\"t\">",
             p.pid,
             Esc(&p.comm),
+            p.runs_in
+                .as_deref()
+                .map_or_else(String::new, |place| format!(
+                    "<br><span class=\"rel\">runs in {}</span>",
+                    Esc(place)
+                )),
             group(u64::from(p.peak_pending)),
             since(t.start, p.peak_at)
         );
@@ -2255,6 +2261,9 @@ pub(crate) mod fixtures {
                 },
             ],
             latency: Vec::new(),
+            runs_in: Some(
+                "container 4c1f09a2b7d3 (containerd) in pod 7e0b1a52-93c4-4d1e-8f6a-2b9c0d3e4f51 (burstable)".to_owned(),
+            ),
         };
         let cron = TimelineParent {
             pid: 2020,
@@ -2275,6 +2284,7 @@ pub(crate) mod fixtures {
                 1900e6,
                 2100e6,
             )],
+            runs_in: None,
         };
         let nginx = TimelineParent {
             pid: 1337,
@@ -2298,6 +2308,7 @@ pub(crate) mod fixtures {
                 ),
                 hist("freed", &[(12, 3), (13, 1)], 2600.0, 5000.0, 5100.0),
             ],
+            runs_in: None,
         };
         let marker = |secs: f64, kind, pid, text: &str| Marker {
             at: at(secs),

@@ -36,9 +36,13 @@ pub fn render(t: &Timeline) -> Value {
     for (i, p) in t.parents.iter().enumerate() {
         // A PID reused by a second parent during the recording shares the
         // first one's track: the trace format knows processes by PID only.
-        names
-            .entry(p.pid)
-            .or_insert_with(|| (format!("pid {} ({})", p.pid, p.comm), i as i64));
+        names.entry(p.pid).or_insert_with(|| {
+            let place = p
+                .runs_in
+                .as_deref()
+                .map_or_else(String::new, |place| format!(", {place}"));
+            (format!("pid {} ({}{place})", p.pid, p.comm), i as i64)
+        });
     }
     let others = t.parents.len() as i64;
     for z in &t.zombies {
@@ -277,7 +281,13 @@ mod tests {
             .filter(|e| e["name"] == "process_name")
             .filter_map(|e| e["args"]["name"].as_str())
             .collect();
-        assert!(names.contains(&"pid 4242 (leaky-worker)"));
+        // The leaker's track says where it ran.
+        assert!(
+            names.contains(
+                &"pid 4242 (leaky-worker, container 4c1f09a2b7d3 (containerd) in pod 7e0b1a52-93c4-4d1e-8f6a-2b9c0d3e4f51 (burstable))"
+            ),
+            "{names:?}"
+        );
         assert!(names.contains(&"pid 2020 (cron)"));
         assert!(names.contains(&"host app-17.prod.example"));
 

@@ -324,6 +324,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, state: &TopState, theme: Theme)
     let visible = state.visible();
     let wide = area.width >= 80;
     let medium = area.width >= 64;
+    let placed = area.width >= 110;
     let spark_width = if wide { 10 } else { 0 };
     let mut header = vec!["PID", "COMM", "PEND"];
     let mut widths = vec![
@@ -343,6 +344,10 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, state: &TopState, theme: Theme)
     }
     header.push("VERDICT");
     widths.push(Constraint::Min(8));
+    if placed {
+        header.push("WHERE");
+        widths.push(Constraint::Length(30));
+    }
     let rows: Vec<Row> = visible
         .iter()
         .map(|r| {
@@ -372,6 +377,9 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, state: &TopState, theme: Theme)
                 Style::default()
             };
             cells.push(Cell::from(verdict).style(style));
+            if placed {
+                cells.push(Cell::from(r.place.clone()));
+            }
             Row::new(cells)
         })
         .collect();
@@ -461,6 +469,9 @@ fn detail_lines_themed(detail: &Detail, width: u16, theme: Theme) -> Vec<Line<'s
         d.process.threads,
         d.process.ppid
     )));
+    if let Some(place) = d.runs_in.as_ref().and_then(|a| a.describe()) {
+        lines.push(Line::from(format!("runs in {place}")));
+    }
     if let Some(a) = &d.adopter {
         lines.push(Line::from(format!(
             "adopter if it exits: PID {} ({}): {}",

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::host::cgroup::Attribution;
 use crate::host::facts::{HostFacts, ProcFacts};
 use crate::host::pressure::{Limit, PidPressure};
 use crate::host::procfs::SIGCHLD;
@@ -119,6 +120,9 @@ pub struct ProcessView {
     pub ppid: u32,
     pub subreaper: Option<bool>,
     pub pid_ns_init: bool,
+    /// Its PID as its own PID namespace sees it (a container's), when that
+    /// is not the host's.
+    pub pid_in_namespace: Option<u32>,
 }
 
 /// Who would inherit the parent's zombies if it exited.
@@ -170,6 +174,8 @@ pub struct Diagnosis {
     pub sigchld: SigchldView,
     pub waits: Option<WaitView>,
     pub adopter: Option<AdopterView>,
+    /// Where it runs: its cgroup and the unit, container and pod it names.
+    pub runs_in: Option<Attribution>,
     pub pressure: PidPressure,
     pub growth_per_s: Option<f64>,
     pub forecast: Option<Forecast>,
@@ -420,7 +426,11 @@ impl Diagnoser<'_> {
             ppid: self.facts.ppid,
             subreaper: p.subreaper,
             pid_ns_init: self.facts.is_ns_init(),
+            pid_in_namespace: (self.facts.ns_pids.len() > 1)
+                .then(|| self.facts.ns_pids.last().copied())
+                .flatten(),
         };
+        let runs_in = self.host.attribution(p.key);
 
         let (verdict, summary) = self.verdict(&sigchld);
         let mut findings = vec![summary.clone()];
@@ -446,6 +456,7 @@ impl Diagnoser<'_> {
             sigchld,
             waits,
             adopter,
+            runs_in,
             pressure,
             growth_per_s,
             forecast,
@@ -760,9 +771,13 @@ impl Diagnosis {
         let _ =
             writeln!(
             out,
-            "PID {} ({}): {} pending zombies{}  [{}]",
+            "PID {} ({}{}): {} pending zombies{}  [{}]",
             self.pid,
             self.comm,
+            self.process
+                .pid_in_namespace
+                .map(|ns| format!(", PID {ns} in its namespace"))
+                .unwrap_or_default(),
             self.pending_zombies,
             self.oldest_zombie_age_ms
                 .map(|ms| format!(
@@ -800,6 +815,9 @@ impl Diagnosis {
                 ""
             }
         );
+        if let Some(place) = self.runs_in.as_ref().and_then(Attribution::describe) {
+            let _ = writeln!(out, "  - runs in {place}");
+        }
         if let Some(a) = &self.adopter {
             let _ = writeln!(
                 out,

@@ -52,6 +52,8 @@ pub struct ParentId {
     /// Its SIGCHLD action, as traced or read.
     pub sigchld: &'static str,
     pub wait_calls: u64,
+    /// Where it runs, in words (its container, unit or cgroup), when known.
+    pub runs_in: Option<String>,
 }
 
 /// Reap-latency figures for the whole tree.
@@ -210,6 +212,10 @@ impl GuardView {
                                 .as_ref()
                                 .map_or(p.sigchld.as_str(), |d| d.sigchld.action),
                             wait_calls: p.stats.wait_calls,
+                            runs_in: diagnosis
+                                .as_ref()
+                                .and_then(|d| d.runs_in.as_ref())
+                                .and_then(|a| a.describe()),
                         }),
                         zombies: pending,
                         longest_ms: oldest_ms,
@@ -367,6 +373,9 @@ impl Verdict {
                     if let Some(cmdline) = &p.cmdline {
                         let _ = writeln!(out, "    started as: {cmdline}");
                     }
+                    if let Some(place) = &p.runs_in {
+                        let _ = writeln!(out, "    runs in {place}");
+                    }
                     let _ = writeln!(
                         out,
                         "    why{}: {}",
@@ -516,6 +525,7 @@ mod tests {
                     start_ticks: 7,
                     sigchld: "default",
                     wait_calls: 0,
+                    runs_in: Some("unit ci-runner.service".to_owned()),
                 }),
                 zombies: 100,
                 longest_ms: 2100,

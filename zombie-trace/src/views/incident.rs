@@ -228,6 +228,9 @@ impl IncidentView {
                     }),
                     pending_at_end: self.at_end.get(key).copied().unwrap_or(0),
                     verdict: diagnosis.map(|d| d.verdict.to_owned()),
+                    runs_in: diagnosis
+                        .and_then(|d| d.runs_in.as_ref())
+                        .and_then(|a| a.describe()),
                     summary: diagnosis.map(|d| d.summary.clone()),
                     remediation: diagnosis.map_or_else(Vec::new, |d| {
                         d.remediation
@@ -372,7 +375,10 @@ impl Consumer for IncidentView {
         if !self.alerts.has_due() {
             return Ok(());
         }
-        for alert in self.alerts.take(ctx.ledger, &self.filter, ctx.now) {
+        for alert in self
+            .alerts
+            .take(ctx.ledger, &self.filter, ctx.now, ctx.host)
+        {
             let key = ctx.ledger.find_pid(alert.parent.pid).map(|p| p.key);
             self.markers.push(Marker {
                 at: ctx.now,

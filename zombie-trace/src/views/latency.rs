@@ -20,6 +20,7 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 use zombie_trace_common::COMM_LEN;
 
+use crate::host::facts::HostFacts;
 use crate::model::{Change, Comm, ExitTime, Ledger, ProcKey, ReapKind};
 use crate::model::{LostCounts, Moment};
 use crate::render::text::{format_us, timestamp, write_lost_warnings};
@@ -400,6 +401,7 @@ impl LatencyView {
         now: Moment,
         duration_s: f64,
         lost: LostCounts,
+        host: &mut dyn HostFacts,
     ) -> LatencyReport {
         let mut groups: Vec<GroupRow> = self.groups.values().map(GroupRow::of).collect();
         groups.sort_by(|a, b| {
@@ -419,7 +421,7 @@ impl LatencyView {
             duration_s,
             exit_time_unknown: groups.iter().map(|g| g.exit_time_unknown).sum(),
             groups,
-            not_reaped: parent_rows(ledger, &self.filter, now.boot_ns),
+            not_reaped: parent_rows(ledger, &self.filter, now.boot_ns, host),
             lost_events: lost.total(),
             lost_by_reason: lost,
             events: ledger.counters.events,

@@ -18,8 +18,11 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::engine::Context;
+use rustc_hash::FxHashMap;
+
+use crate::host::cgroup::Attribution;
 use crate::host::pressure::Limit;
-use crate::model::{Change, ExitTime, LostCounts, ReapKind};
+use crate::model::{Change, ExitTime, LostCounts, ProcKey, ReapKind};
 use crate::views::diagnosis::GrowthTracker;
 use crate::views::latency::Histogram;
 use crate::views::report::Filter;
@@ -146,6 +149,7 @@ impl MetricsView {
             .map(|p| {
                 let oldest = ctx.ledger.oldest_zombie(&p.key);
                 ParentPoint {
+                    key: p.key,
                     pid: p.key.pid,
                     comm: p.comm.as_str_lossy(),
                     pending: p.stats.pending,
@@ -153,9 +157,13 @@ impl MetricsView {
                         ctx.now.boot_ns.saturating_sub(ctx.ledger.exit_ns(t)) as f64 / 1e9
                     }),
                     growth_per_s: self.growth.rate_per_s(&p.key),
+                    container_id: String::new(),
+                    pod_uid: String::new(),
+                    unit: String::new(),
                 }
             })
             .collect();
+        let cgroups = self.cgroups(ctx, &mut parents);
         parents.sort_by(|a, b| {
             b.pending
                 .cmp(&a.pending)
@@ -181,6 +189,7 @@ impl MetricsView {
                 .filter(|&g| g > 0.0)
                 .map(|g| pressure.headroom as f64 / g),
             parents,
+            cgroups,
             reaps: self.reaps,
             latency: self.latency.iter().map(LatencyPoint::of).collect(),
             lost: ctx.health.lost,
@@ -189,6 +198,35 @@ impl MetricsView {
             programs: ctx.programs.clone().unwrap_or_default(),
             last_scrape_s: self.last_scrape_s,
         }
+    }
+}
+
+impl MetricsView {
+    /// The `top` cgroups owing the most zombies, summed over every parent
+    /// the filter keeps (each placed by `ctx.host`, which reads a process's
+    /// cgroup once).
+    fn cgroups(&self, ctx: &mut Context<'_>, parents: &mut [ParentPoint]) -> Vec<CgroupPoint> {
+        let mut by_path: FxHashMap<String, CgroupPoint> = FxHashMap::default();
+        for p in parents.iter_mut() {
+            let Some(a) = ctx.host.attribution(p.key) else {
+                continue;
+            };
+            p.place(Some(&a));
+            let point = by_path
+                .entry(a.cgroup.clone())
+                .or_insert_with(|| CgroupPoint {
+                    cgroup: a.cgroup.clone(),
+                    container_id: a.container_id.clone().unwrap_or_default(),
+                    pod_uid: a.pod_uid.clone().unwrap_or_default(),
+                    unit: a.unit.clone().unwrap_or_default(),
+                    pending: 0,
+                });
+            point.pending += u64::from(p.pending);
+        }
+        let mut points: Vec<CgroupPoint> = by_path.into_values().collect();
+        points.sort_by(|a, b| b.pending.cmp(&a.pending).then(a.cgroup.cmp(&b.cgroup)));
+        points.truncate(self.top);
+        points
     }
 }
 
@@ -223,11 +261,47 @@ fn slope(points: impl Iterator<Item = (u64, u64)> + Clone) -> Option<f64> {
 
 #[derive(Clone, Debug)]
 struct ParentPoint {
+    key: ProcKey,
     pid: u32,
     comm: String,
     pending: u32,
     oldest_age_s: f64,
     growth_per_s: Option<f64>,
+    /// Where it runs (empty label values when unknown: Prometheus treats
+    /// an empty label as absent).
+    container_id: String,
+    pod_uid: String,
+    unit: String,
+}
+
+impl ParentPoint {
+    fn place(&mut self, attribution: Option<&Attribution>) {
+        if let Some(a) = attribution {
+            self.container_id = a.container_id.clone().unwrap_or_default();
+            self.pod_uid = a.pod_uid.clone().unwrap_or_default();
+            self.unit = a.unit.clone().unwrap_or_default();
+        }
+    }
+
+    fn labels(&self) -> [(&'static str, String); 5] {
+        [
+            ("pid", self.pid.to_string()),
+            ("comm", self.comm.clone()),
+            ("container_id", self.container_id.clone()),
+            ("pod_uid", self.pod_uid.clone()),
+            ("unit", self.unit.clone()),
+        ]
+    }
+}
+
+/// The zombies owed by the parents of one cgroup.
+#[derive(Clone, Debug, PartialEq)]
+struct CgroupPoint {
+    cgroup: String,
+    container_id: String,
+    pod_uid: String,
+    unit: String,
+    pending: u64,
 }
 
 /// A reap-latency histogram as Prometheus buckets.
@@ -291,6 +365,7 @@ struct Snapshot {
     growth_per_s: Option<f64>,
     exhaustion_s: Option<f64>,
     parents: Vec<ParentPoint>,
+    cgroups: Vec<CgroupPoint>,
     reaps: [u64; HOWS.len()],
     latency: Vec<LatencyPoint>,
     lost: LostCounts,
@@ -392,7 +467,7 @@ impl Collector for Snapshot {
                 MetricType::Gauge,
             )?;
             for p in &self.parents {
-                let labels = [("pid", p.pid.to_string()), ("comm", p.comm.clone())];
+                let labels = p.labels();
                 ConstGauge::new(i64::from(p.pending)).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -404,7 +479,7 @@ impl Collector for Snapshot {
                 MetricType::Gauge,
             )?;
             for p in &self.parents {
-                let labels = [("pid", p.pid.to_string()), ("comm", p.comm.clone())];
+                let labels = p.labels();
                 ConstGauge::new(p.oldest_age_s).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -417,9 +492,26 @@ impl Collector for Snapshot {
             )?;
             for p in &self.parents {
                 if let Some(g) = p.growth_per_s {
-                    let labels = [("pid", p.pid.to_string()), ("comm", p.comm.clone())];
+                    let labels = p.labels();
                     ConstGauge::new(g).encode(family.encode_family(&labels)?)?;
                 }
+            }
+        }
+        {
+            let mut family = e.encode_descriptor(
+                "cgroup_pending_zombies",
+                "Zombies owed by the parents in a cgroup (the cgroups owing the most only).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for c in &self.cgroups {
+                let labels = [
+                    ("cgroup", c.cgroup.clone()),
+                    ("container_id", c.container_id.clone()),
+                    ("pod_uid", c.pod_uid.clone()),
+                    ("unit", c.unit.clone()),
+                ];
+                ConstGauge::new(c.pending as i64).encode(family.encode_family(&labels)?)?;
             }
         }
         {

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::host::facts::Pressure;
+use crate::host::cgroup::{QosClass, Runtime};
+use crate::host::facts::{HostFacts, Pressure};
 use crate::model::{
     Change, Comm, Ledger, LedgerHealth, LostCounts, Moment, ProcKey, ProcState, Process,
     ResyncSummary,
@@ -63,6 +64,17 @@ pub struct ParentRow {
     /// reaped none in the interval (and outside `watch` reports).
     pub reap_latency_p99_us: Option<f64>,
     pub reap_latency_max_us: Option<f64>,
+    /// Where it runs: its cgroup path (the v2 path; on hybrid and v1 hosts
+    /// systemd's own hierarchy, else the first controller's), and the
+    /// systemd unit, container and Kubernetes pod that path names. Null
+    /// when /proc could not say (the process is gone) or the path names
+    /// none of them.
+    pub cgroup: Option<String>,
+    pub unit: Option<String>,
+    pub container_id: Option<String>,
+    pub container_runtime: Option<Runtime>,
+    pub pod_uid: Option<String>,
+    pub qos_class: Option<QosClass>,
 }
 
 impl ParentRow {
@@ -85,6 +97,53 @@ impl ParentRow {
             wait_calls: p.stats.wait_calls,
             reap_latency_p99_us: None,
             reap_latency_max_us: None,
+            cgroup: None,
+            unit: None,
+            container_id: None,
+            container_runtime: None,
+            pod_uid: None,
+            qos_class: None,
+        }
+    }
+
+    /// [`ParentRow::of`], with where the parent runs as `host` says.
+    pub fn placed(ledger: &Ledger, p: &Process, now_ns: u64, host: &mut dyn HostFacts) -> Self {
+        let mut row = Self::of(ledger, p, now_ns);
+        if let Some(a) = host.attribution(p.key) {
+            row.cgroup = Some(a.cgroup);
+            row.unit = a.unit;
+            row.container_id = a.container_id;
+            row.container_runtime = a.runtime;
+            row.pod_uid = a.pod_uid;
+            row.qos_class = a.qos;
+        }
+        row
+    }
+
+    /// Where it runs, in a few words for a table: the pod and container,
+    /// else the container, else the unit, else the cgroup path; "-" when
+    /// unknown or the root cgroup.
+    pub fn where_text(&self) -> String {
+        let container = self.container_id.as_deref().map(|id| {
+            let short = id.get(..12).unwrap_or(id);
+            match self.container_runtime {
+                Some(runtime) => format!("{} {short}", runtime.as_str()),
+                None => format!("container {short}"),
+            }
+        });
+        let pod = self
+            .pod_uid
+            .as_deref()
+            .map(|uid| format!("pod {}", uid.get(..8).unwrap_or(uid)));
+        match (pod, container) {
+            (Some(pod), Some(container)) => format!("{pod} {container}"),
+            (Some(pod), None) => pod,
+            (None, Some(container)) => container,
+            (None, None) => match (&self.unit, self.cgroup.as_deref()) {
+                (Some(unit), _) => unit.clone(),
+                (None, Some(path)) if path != "/" && !path.is_empty() => path.to_owned(),
+                _ => "-".to_owned(),
+            },
         }
     }
 
@@ -95,12 +154,17 @@ impl ParentRow {
 }
 
 /// Parents with at least one pending zombie, worst first (most pending, then
-/// oldest zombie).
-pub fn parent_rows(ledger: &Ledger, filter: &Filter, now_ns: u64) -> Vec<ParentRow> {
+/// oldest zombie), each with where it runs.
+pub fn parent_rows(
+    ledger: &Ledger,
+    filter: &Filter,
+    now_ns: u64,
+    host: &mut dyn HostFacts,
+) -> Vec<ParentRow> {
     let mut rows: Vec<ParentRow> = ledger
         .parents_with_zombies()
         .filter(|p| filter.matches(p))
-        .map(|p| ParentRow::of(ledger, p, now_ns))
+        .map(|p| ParentRow::placed(ledger, p, now_ns, host))
         .collect();
     rows.sort_by(|a, b| {
         b.pending_zombies
@@ -145,9 +209,10 @@ impl Report {
         now: Moment,
         health: &LedgerHealth,
         pressure: Option<Pressure>,
+        host: &mut dyn HostFacts,
     ) -> Self {
         let lost = health.lost;
-        let parents = parent_rows(ledger, filter, now.boot_ns);
+        let parents = parent_rows(ledger, filter, now.boot_ns, host);
         Self {
             kind: "report",
             time: timestamp(now.wall()),
@@ -198,7 +263,7 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "  {:>7} {:<16} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>10}",
+            "  {:>7} {:<16} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>10}  WHERE",
             "PID",
             "COMM",
             "PENDING",
@@ -215,7 +280,7 @@ impl Report {
         for p in &self.parents {
             let _ = writeln!(
                 out,
-                "  {:>7} {:<16} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>10}",
+                "  {:>7} {:<16} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>10}  {}",
                 p.pid,
                 p.comm,
                 p.pending_zombies,
@@ -226,7 +291,8 @@ impl Report {
                 p.auto_reaped,
                 p.adopted,
                 latency(p.reap_latency_p99_us),
-                latency(p.reap_latency_max_us)
+                latency(p.reap_latency_max_us),
+                p.where_text()
             );
         }
         out
@@ -274,10 +340,14 @@ impl From<&crate::views::diagnosis::Diagnosis> for AlertDiagnosis {
 impl Alert {
     pub fn to_text(&self) -> String {
         let mut out = format!(
-            "{}  ALERT pid {} ({}) owes {} reaps (threshold {}), oldest zombie {}\n",
+            "{}  ALERT pid {} ({}){} owes {} reaps (threshold {}), oldest zombie {}\n",
             self.time,
             self.parent.pid,
             self.parent.comm,
+            match self.parent.where_text().as_str() {
+                "-" => String::new(),
+                place => format!(" in {place}"),
+            },
             self.parent.pending_zombies,
             self.threshold,
             self.parent.oldest_age_text()
@@ -370,8 +440,15 @@ impl AlertTracker {
         !self.due.is_empty()
     }
 
-    /// Alerts that fired since the last call, for parents the filter shows.
-    pub fn take(&mut self, ledger: &Ledger, filter: &Filter, now: Moment) -> Vec<Alert> {
+    /// Alerts that fired since the last call, for parents the filter shows,
+    /// each with where the parent runs as `host` says.
+    pub fn take(
+        &mut self,
+        ledger: &Ledger,
+        filter: &Filter,
+        now: Moment,
+        host: &mut dyn HostFacts,
+    ) -> Vec<Alert> {
         if self.due.is_empty() {
             return Vec::new();
         }
@@ -384,7 +461,7 @@ impl AlertTracker {
             .map(|p| Alert {
                 kind: "alert",
                 time: time.clone(),
-                parent: ParentRow::of(ledger, p, now.boot_ns),
+                parent: ParentRow::placed(ledger, p, now.boot_ns, host),
                 threshold,
                 diagnosis: None,
             })

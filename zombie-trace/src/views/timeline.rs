@@ -75,6 +75,10 @@ pub struct TimelineParent {
     pub summary: Option<String>,
     pub remediation: Vec<RemediationStep>,
     pub latency: Vec<LatencyHistogram>,
+    /// Where it ran, in words (`container 0123456789ab (containerd) in pod
+    /// …`, `unit cron.service`, a cgroup path), as its diagnosis read it.
+    #[serde(default)]
+    pub runs_in: Option<String>,
 }
 
 /// One thing an operator could do about a parent, and whether it helps.

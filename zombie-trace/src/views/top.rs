@@ -135,6 +135,10 @@ pub struct TopRow {
     pub verdict: Option<&'static str>,
     /// Pending count at each tick, oldest first.
     pub history: Vec<u32>,
+    /// Where it runs, in a few words (pod, container, unit or cgroup).
+    pub place: String,
+    /// Its cgroup path ("" when unknown).
+    pub cgroup: String,
 }
 
 impl TopRow {
@@ -233,16 +237,17 @@ impl TopState {
         }
     }
 
-    /// Whether a row passes the filter: a PID (exact) or part of the comm.
+    /// Whether a row passes the filter: a PID (exact), or part of the comm,
+    /// of where it runs (a container id, pod UID or unit) or of its cgroup.
     fn shows(&self, row: &TopRow) -> bool {
         let f = self.filter.trim();
         if f.is_empty() {
             return true;
         }
-        if let Ok(pid) = f.parse::<u32>() {
-            return row.key.pid == pid || row.comm.contains(f);
+        if f.parse::<u32>().is_ok_and(|pid| row.key.pid == pid) {
+            return true;
         }
-        row.comm.contains(f)
+        row.comm.contains(f) || row.place.contains(f) || row.cgroup.contains(f)
     }
 
     /// The rows shown, in the chosen order (worst first).
@@ -583,7 +588,7 @@ impl TopView {
             return false;
         }
         let mut verdicts = HashMap::new();
-        let rows = parent_rows(ctx.ledger, &Filter::default(), ctx.now.boot_ns);
+        let rows = parent_rows(ctx.ledger, &Filter::default(), ctx.now.boot_ns, ctx.host);
         for row in rows.iter().take(DIAGNOSED_ROWS) {
             if let Some(d) = diagnose_traced(ctx, row.pid, Some(&self.growth)) {
                 verdicts.insert(self.key_of(row.pid, row.start_ticks), d.verdict);
@@ -615,7 +620,9 @@ impl TopView {
         if !self.alerts.has_due() {
             return false;
         }
-        let alerts = self.alerts.take(ctx.ledger, &Filter::default(), ctx.now);
+        let alerts = self
+            .alerts
+            .take(ctx.ledger, &Filter::default(), ctx.now, ctx.host);
         for alert in &alerts {
             let why = diagnose_traced(ctx, alert.parent.pid, Some(&self.growth))
                 .map(|d| format!(": {}", d.verdict.replace('_', " ")))
@@ -644,7 +651,7 @@ impl TopView {
             return false;
         }
         self.last_refresh_ns = Some(ctx.now.boot_ns);
-        let rows = parent_rows(ctx.ledger, &Filter::default(), ctx.now.boot_ns);
+        let rows = parent_rows(ctx.ledger, &Filter::default(), ctx.now.boot_ns, ctx.host);
         self.state.rows = rows
             .iter()
             .map(|r| {
@@ -666,6 +673,8 @@ impl TopView {
                         .get(&key)
                         .map(|s| s.iter().copied().collect())
                         .unwrap_or_default(),
+                    place: r.where_text(),
+                    cgroup: r.cgroup.clone().unwrap_or_default(),
                 }
             })
             .collect();

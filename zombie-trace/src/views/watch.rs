@@ -46,7 +46,9 @@ impl WatchView {
         if !self.alerts.has_due() {
             return Vec::new();
         }
-        let mut alerts = self.alerts.take(ctx.ledger, &self.filter, ctx.now);
+        let mut alerts = self
+            .alerts
+            .take(ctx.ledger, &self.filter, ctx.now, ctx.host);
         for alert in &mut alerts {
             // Cold path: an alert is rare, a diagnosis reads a few /proc files.
             alert.diagnosis = diagnosis::diagnose_traced(ctx, alert.parent.pid, Some(&self.growth))
@@ -60,7 +62,14 @@ impl WatchView {
     /// latencies; starts a new interval.
     pub fn report(&mut self, ctx: &mut Context<'_>) -> Report {
         let pressure = ctx.host.pressure();
-        let mut report = Report::new(ctx.ledger, &self.filter, ctx.now, &ctx.health, pressure);
+        let mut report = Report::new(
+            ctx.ledger,
+            &self.filter,
+            ctx.now,
+            &ctx.health,
+            pressure,
+            ctx.host,
+        );
         self.latency.annotate(&mut report.parents);
         self.latency.reset();
         self.growth.sample(ctx.ledger, ctx.now.boot_ns);

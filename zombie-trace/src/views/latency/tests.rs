@@ -1,4 +1,5 @@
 use super::*;
+use crate::host::facts::NoHost;
 
 const US: u64 = 1_000;
 const MS: u64 = 1_000_000;
@@ -305,7 +306,7 @@ fn categories_are_separate_and_unknown_exits_are_not_latencies() {
     assert_eq!(view.groups().count(), 3);
 
     let ledger = Ledger::new(crate::model::TickClock::new(100), 0, 16);
-    let report = view.report(&ledger, moment(t0), 1.0, LostCounts::default());
+    let report = view.report(&ledger, moment(t0), 1.0, LostCounts::default(), &mut NoHost);
     assert_eq!(report.exit_time_unknown, 1);
     let cats: Vec<&str> = report.groups.iter().map(|g| g.category).collect();
     assert_eq!(cats, ["parent_wait", "auto_reap", "adopter_wait"]);
@@ -339,7 +340,7 @@ fn a_group_of_unknown_exits_only_has_no_percentiles() {
         5,
     ));
     let ledger = Ledger::new(crate::model::TickClock::new(100), 0, 16);
-    let report = view.report(&ledger, moment(10), 1.0, LostCounts::default());
+    let report = view.report(&ledger, moment(10), 1.0, LostCounts::default(), &mut NoHost);
     let json = serde_json::to_value(&report).expect("JSON");
     let g = &json["groups"][0];
     assert_eq!(g["count"], 0);
@@ -444,6 +445,12 @@ fn interval_latency_counts_own_waits_and_resets() {
         wait_calls: 0,
         reap_latency_p99_us: None,
         reap_latency_max_us: None,
+        cgroup: None,
+        unit: None,
+        container_id: None,
+        container_runtime: None,
+        pod_uid: None,
+        qos_class: None,
     };
     let mut rows = [row(1), row(9)];
     interval.annotate(&mut rows);

@@ -1,0 +1,460 @@
+//! Culprits named by where they run. A leaker is placed in cgroups laid out
+//! exactly as systemd, docker (both cgroup drivers), Kubernetes with
+//! containerd, and podman lay them out, in every cgroup hierarchy this
+//! machine has (hybrid: systemd's `name=systemd` v1 hierarchy, the v1
+//! `pids` controller and the v2 mount; v2 only: the one tree). Each view
+//! must name it by unit, container and pod.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use zombie_trace::host::mounts::read_mounts;
+use zombie_trace_tests::client::{Workload, bin_path};
+
+use crate::common::*;
+use crate::serve::{Serve, sample};
+use crate::top::{Tmux, pending_of, tmux_problem};
+
+/// The roots of the hierarchies a process's names can come from: every v2
+/// mount, and the v1 hierarchies of systemd and of the `pids` controller.
+fn hierarchy_roots() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for m in read_mounts() {
+        let wanted = m.fs_type == "cgroup2"
+            || (m.fs_type == "cgroup" && (m.has_option("name=systemd") || m.has_option("pids")));
+        if wanted && !roots.contains(&m.mount_point) {
+            roots.push(m.mount_point.clone());
+        }
+    }
+    roots
+}
+
+/// A cgroup path created in every hierarchy, removed (deepest first) on
+/// drop once the processes in it are gone.
+struct PlacedCgroup {
+    dirs: Vec<PathBuf>,
+    created: Vec<PathBuf>,
+}
+
+impl PlacedCgroup {
+    fn create(path: &str) -> PlacedCgroup {
+        let mut placed = PlacedCgroup {
+            dirs: Vec::new(),
+            created: Vec::new(),
+        };
+        for root in hierarchy_roots() {
+            let mut dir = root.clone();
+            for part in path.trim_start_matches('/').split('/') {
+                dir.push(part);
+                if !dir.exists() {
+                    if let Err(e) = std::fs::create_dir(&dir) {
+                        panic!("cannot create cgroup {}: {e}", dir.display());
+                    }
+                    placed.created.push(dir.clone());
+                }
+            }
+            placed.dirs.push(dir);
+        }
+        assert!(
+            !placed.dirs.is_empty(),
+            "no cgroup hierarchy is mounted here (/proc/mounts has no cgroup2 and no v1 name=systemd or pids)"
+        );
+        placed
+    }
+}
+
+impl Drop for PlacedCgroup {
+    fn drop(&mut self) {
+        for dir in self.created.iter().rev() {
+            // The workload was reaped before: the cgroup is empty.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A 64-hex-digit container id, new for each run.
+fn container_id(salt: u32) -> String {
+    let seed = u64::from(std::process::id()) << 32 | u64::from(salt);
+    (0..4)
+        .map(|i| {
+            format!(
+                "{:016x}",
+                seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(i * 13) ^ i as u64
+            )
+        })
+        .collect()
+}
+
+fn pod_uid(salt: u32) -> String {
+    let id = container_id(salt ^ 0x5a5a);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &id[..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..32]
+    )
+}
+
+/// What the views must say about a leaker placed at a path.
+struct Expected {
+    path: String,
+    unit: Option<String>,
+    container_id: Option<String>,
+    runtime: Option<&'static str>,
+    pod_uid: Option<String>,
+    qos: Option<&'static str>,
+}
+
+fn layouts() -> Vec<(&'static str, Expected)> {
+    let n = std::process::id();
+    let docker = container_id(1);
+    let docker_fs = container_id(2);
+    let containerd = container_id(3);
+    let podman = container_id(4);
+    let pod = pod_uid(5);
+    vec![
+        (
+            "a systemd service",
+            Expected {
+                path: format!("/system.slice/zt-test-{n}.service"),
+                unit: Some(format!("zt-test-{n}.service")),
+                container_id: None,
+                runtime: None,
+                pod_uid: None,
+                qos: None,
+            },
+        ),
+        (
+            "docker with the systemd cgroup driver",
+            Expected {
+                path: format!("/system.slice/docker-{docker}.scope"),
+                unit: Some(format!("docker-{docker}.scope")),
+                container_id: Some(docker.clone()),
+                runtime: Some("docker"),
+                pod_uid: None,
+                qos: None,
+            },
+        ),
+        (
+            "docker with the cgroupfs driver",
+            Expected {
+                path: format!("/docker/{docker_fs}"),
+                unit: None,
+                container_id: Some(docker_fs.clone()),
+                runtime: Some("docker"),
+                pod_uid: None,
+                qos: None,
+            },
+        ),
+        (
+            "a Kubernetes pod on containerd (systemd driver, Burstable)",
+            Expected {
+                path: format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{containerd}.scope",
+                    pod.replace('-', "_")
+                ),
+                unit: Some(format!("cri-containerd-{containerd}.scope")),
+                container_id: Some(containerd.clone()),
+                runtime: Some("containerd"),
+                pod_uid: Some(pod.clone()),
+                qos: Some("burstable"),
+            },
+        ),
+        (
+            "podman (systemd driver)",
+            Expected {
+                path: format!("/machine.slice/libpod-{podman}.scope"),
+                unit: Some(format!("libpod-{podman}.scope")),
+                container_id: Some(podman.clone()),
+                runtime: Some("podman"),
+                pod_uid: None,
+                qos: None,
+            },
+        ),
+    ]
+}
+
+fn json_str(value: &Value) -> Option<String> {
+    value.as_str().map(str::to_owned)
+}
+
+fn check_row(layout: &str, row: &Value, want: &Expected) {
+    assert_eq!(
+        json_str(&row["cgroup"]).as_deref(),
+        Some(want.path.as_str()),
+        "{layout}: cgroup of {row}"
+    );
+    assert_eq!(json_str(&row["unit"]), want.unit, "{layout}: unit of {row}");
+    assert_eq!(
+        json_str(&row["container_id"]),
+        want.container_id,
+        "{layout}: container of {row}"
+    );
+    assert_eq!(
+        row["container_runtime"].as_str(),
+        want.runtime,
+        "{layout}: runtime of {row}"
+    );
+    assert_eq!(
+        json_str(&row["pod_uid"]),
+        want.pod_uid,
+        "{layout}: pod of {row}"
+    );
+    assert_eq!(
+        row["qos_class"].as_str(),
+        want.qos,
+        "{layout}: QoS of {row}"
+    );
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin_path("zombie-trace"))
+        .args(args)
+        .output()
+        .expect("run zombie-trace");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One `watch --json` report with the leaker's row, from a short run.
+fn watch_row(leaker: u32) -> Value {
+    let duration = format!("{:.1}", budget(Duration::from_secs(1)).as_secs_f64());
+    let (ok, stdout, stderr) = run(&[
+        "watch",
+        "--json",
+        "--interval",
+        "0.3",
+        "--duration",
+        &duration,
+    ]);
+    assert!(ok, "watch failed: {stderr}");
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["type"] == "report")
+        .filter_map(|r| {
+            r["parents"]
+                .as_array()?
+                .iter()
+                .find(|p| p["pid"] == leaker)
+                .cloned()
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("no report names leaker {leaker}:\n{stdout}"))
+}
+
+#[test]
+fn every_view_names_the_leakers_unit_container_and_pod() {
+    if !privileged() {
+        return;
+    }
+    for (layout, want) in layouts() {
+        let cgroup = PlacedCgroup::create(&want.path);
+        let leaker = Workload::start_in(&cgroup.dirs, "never-waits", &["5"]);
+        let pid = leaker.pid();
+
+        // watch --json: the row of the leaker.
+        let row = watch_row(pid);
+        assert_eq!(row["pending_zombies"], 5, "{layout}: {row}");
+        check_row(layout, &row, &want);
+
+        // explain (from /proc: where a process runs needs no tracer), text
+        // and JSON.
+        let (ok, text, stderr) = run(&["explain", "--proc-only", &pid.to_string()]);
+        assert!(ok, "{layout}: explain failed: {stderr}");
+        let named = want
+            .container_id
+            .as_deref()
+            .map(|id| id[..12].to_owned())
+            .or_else(|| want.unit.clone())
+            .unwrap_or_else(|| want.path.clone());
+        assert!(
+            text.lines()
+                .any(|l| l.contains("runs in") && l.contains(&named)),
+            "{layout}: explain does not say where {pid} runs ({named}):\n{text}"
+        );
+        let (ok, json, stderr) = run(&["explain", "--proc-only", "--json", &pid.to_string()]);
+        assert!(ok, "{layout}: explain --json failed: {stderr}");
+        let diagnosis: Value = serde_json::from_str(json.trim()).expect("explain --json");
+        let runs_in = &diagnosis["runs_in"];
+        assert_eq!(
+            json_str(&runs_in["container_id"]),
+            want.container_id,
+            "{layout}: {runs_in}"
+        );
+        assert_eq!(
+            json_str(&runs_in["pod_uid"]),
+            want.pod_uid,
+            "{layout}: {runs_in}"
+        );
+        assert_eq!(json_str(&runs_in["unit"]), want.unit, "{layout}: {runs_in}");
+
+        drop(leaker);
+        drop(cgroup);
+    }
+}
+
+#[test]
+fn metrics_and_a_replayed_recording_name_the_leakers_container_and_pod() {
+    if !privileged() {
+        return;
+    }
+    let (_, want) = layouts()
+        .into_iter()
+        .find(|(_, w)| w.pod_uid.is_some())
+        .expect("a Kubernetes layout");
+    let cgroup = PlacedCgroup::create(&want.path);
+    let dir = std::env::temp_dir().join(format!("zt-containers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let recording = dir.join("leak.ztr");
+    let mut record = Command::new(bin_path("zombie-trace"))
+        .args(["record", "-o"])
+        .arg(&recording)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start zombie-trace record");
+    let serve = Serve::start(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let leaker = Workload::start_in(&cgroup.dirs, "never-waits", &["7"]);
+    let pid = leaker.pid();
+    let labels = format!(
+        "pid=\"{pid}\",comm=\"never-waits\",container_id=\"{}\",pod_uid=\"{}\",unit=\"{}\"",
+        want.container_id.as_deref().unwrap_or_default(),
+        want.pod_uid.as_deref().unwrap_or_default(),
+        want.unit.as_deref().unwrap_or_default(),
+    );
+    let deadline = std::time::Instant::now() + budget(TIMEOUT);
+    let body = loop {
+        let (body, _) = serve.scrape();
+        if sample(&body, "zombietrace_parent_pending_zombies", &labels) == Some(7.0) {
+            break body;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("no series {labels} = 7 in /metrics:\n{body}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let cgroup_labels = format!("cgroup=\"{}\"", want.path);
+    assert_eq!(
+        sample(&body, "zombietrace_cgroup_pending_zombies", &cgroup_labels),
+        Some(7.0),
+        "the cgroup's series:\n{body}"
+    );
+    drop(serve);
+
+    // The recording, replayed after the leaker and its cgroup are gone,
+    // still names them: what the live session read is in the file.
+    std::thread::sleep(Duration::from_millis(900));
+    unsafe { libc::kill(record.id() as i32, libc::SIGINT) };
+    let status = record.wait().expect("wait for record");
+    assert!(status.success(), "record exited with {status}");
+    drop(leaker);
+    drop(cgroup);
+    let (ok, stdout, stderr) = run(&["report", "--json", &recording.to_string_lossy()]);
+    assert!(ok, "report failed: {stderr}");
+    let row = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|r| {
+            r["parents"]
+                .as_array()?
+                .iter()
+                .find(|p| p["pid"] == pid && p["pending_zombies"] == 7)
+                .cloned()
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("the replay names no leaker {pid} with 7 zombies:\n{stdout}"));
+    check_row("the replayed recording", &row, &want);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn top_shows_where_each_leaker_runs_and_filters_by_container() {
+    if !privileged() || !can_run(tmux_problem(), None) {
+        return;
+    }
+    let layouts = layouts();
+    let (_, docker) = layouts
+        .iter()
+        .find(|(_, w)| w.runtime == Some("docker") && w.unit.is_some())
+        .expect("the docker layout");
+    let (_, pod) = layouts
+        .iter()
+        .find(|(_, w)| w.pod_uid.is_some())
+        .expect("the Kubernetes layout");
+    let docker_cgroup = PlacedCgroup::create(&docker.path);
+    let pod_cgroup = PlacedCgroup::create(&pod.path);
+    let in_docker = Workload::start_in(&docker_cgroup.dirs, "never-waits", &["6"]);
+    let in_pod = Workload::start_in(&pod_cgroup.dirs, "never-waits", &["8"]);
+
+    let tmux = Tmux {
+        socket: format!("zombie-trace-test-containers-{}", std::process::id()),
+    };
+    let command = format!(
+        "{} top; echo \"top exited with status $?\"; sleep 120",
+        bin_path("zombie-trace").display()
+    );
+    tmux.ok(&[
+        "new-session",
+        "-d",
+        "-x",
+        "140",
+        "-y",
+        "30",
+        "-s",
+        "top",
+        &command,
+    ]);
+    let docker_short = &docker.container_id.as_deref().expect("an id")[..12];
+    let pod_short = &pod.pod_uid.as_deref().expect("a UID")[..8];
+    let row_of = |screen: &str, pid: u32| {
+        screen
+            .lines()
+            .find(|l| l.trim_start_matches('>').split_whitespace().next() == Some(&pid.to_string()))
+            .map(str::to_owned)
+    };
+    tmux.until(
+        "both leakers, each with where it runs",
+        budget(Duration::from_secs(20)),
+        |s| {
+            pending_of(s, in_docker.pid()) == Some(6)
+                && pending_of(s, in_pod.pid()) == Some(8)
+                && row_of(s, in_docker.pid())
+                    .is_some_and(|r| r.contains(&format!("docker {docker_short}")))
+                && row_of(s, in_pod.pid()).is_some_and(|r| r.contains(&format!("pod {pod_short}")))
+        },
+    );
+
+    // `/` with the container's short id keeps its leaker only.
+    tmux.keys(&["/"]);
+    tmux.keys(&[docker_short]);
+    tmux.keys(&["Enter"]);
+    tmux.until("the container filter", Duration::from_secs(3), |s| {
+        s.contains(&format!("[filter: {docker_short}]"))
+            && pending_of(s, in_docker.pid()) == Some(6)
+            && pending_of(s, in_pod.pid()).is_none()
+    });
+    // Its detail says where it runs.
+    tmux.keys(&["Enter"]);
+    tmux.until("the detail's place", Duration::from_secs(3), |s| {
+        s.contains(&format!("runs in container {docker_short} (docker)"))
+    });
+    tmux.keys(&["q"]);
+    tmux.until("top's exit", Duration::from_secs(10), |s| {
+        s.contains("top exited with status 0")
+    });
+    drop(tmux);
+    drop(in_docker);
+    drop(in_pod);
+    drop(docker_cgroup);
+    drop(pod_cgroup);
+}
