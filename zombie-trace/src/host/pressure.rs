@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::cgroup::Membership;
 use crate::host::mounts::{MountEntry, read_mounts};
 use crate::host::procfs;
 
@@ -157,24 +158,20 @@ fn read_pids_limit(dir: &Path) -> Option<CgroupPids> {
 /// (mount point, cgroup path) pairs where a pids limit may live: the cgroup
 /// v1 hierarchy that has the `pids` controller, and the cgroup v2 hierarchy.
 fn pids_cgroup_dirs(membership: &str, mounts: &[MountEntry]) -> Vec<(PathBuf, String)> {
+    let membership = Membership::parse(membership);
     let mut out = Vec::new();
-    for line in membership.lines() {
-        let mut fields = line.splitn(3, ':');
-        let (Some(_id), Some(controllers), Some(path)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let mount = if controllers.is_empty() {
-            mount_point(mounts, |m| m.fs_type == "cgroup2")
-        } else if controllers.split(',').any(|c| c == "pids") {
-            mount_point(mounts, |m| m.fs_type == "cgroup" && m.has_option("pids"))
-        } else {
-            None
-        };
-        if let Some(mount) = mount {
-            out.push((mount, path.to_owned()));
+    for (controllers, path) in &membership.v1 {
+        if controllers.iter().any(|c| c == "pids")
+            && let Some(mount) =
+                mount_point(mounts, |m| m.fs_type == "cgroup" && m.has_option("pids"))
+        {
+            out.push((mount, path.clone()));
         }
+    }
+    if let Some(path) = &membership.unified
+        && let Some(mount) = mount_point(mounts, |m| m.fs_type == "cgroup2")
+    {
+        out.push((mount, path.clone()));
     }
     out
 }
