@@ -458,3 +458,87 @@ fn top_shows_where_each_leaker_runs_and_filters_by_container() {
     drop(docker_cgroup);
     drop(pod_cgroup);
 }
+
+/// The PIDs of the parents `watch --json` (with `filter`) names in its
+/// last report of a short run.
+fn watched(filter: &[&str]) -> Vec<u64> {
+    let duration = format!("{:.1}", budget(Duration::from_secs(1)).as_secs_f64());
+    let mut args = vec![
+        "watch",
+        "--json",
+        "--interval",
+        "0.3",
+        "--duration",
+        &duration,
+    ];
+    args.extend_from_slice(filter);
+    let (ok, stdout, stderr) = run(&args);
+    assert!(ok, "watch {filter:?} failed: {stderr}");
+    let last = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .rfind(|l| l["type"] == "report")
+        .unwrap_or_else(|| panic!("watch {filter:?} printed no report:\n{stdout}"));
+    last["parents"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r["pid"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn cgroup_unit_and_container_filters_keep_the_leakers_placed_there() {
+    if !privileged() {
+        return;
+    }
+    let layouts = layouts();
+    let find = |name: &str| {
+        &layouts
+            .iter()
+            .find(|(l, _)| l.starts_with(name))
+            .unwrap_or_else(|| panic!("layout {name}"))
+            .1
+    };
+    let service = find("a systemd service");
+    let docker = find("docker with the systemd");
+    let pod = find("a Kubernetes pod");
+    let cgroups: Vec<PlacedCgroup> = [service, docker, pod]
+        .iter()
+        .map(|w| PlacedCgroup::create(&w.path))
+        .collect();
+    let leakers: Vec<Workload> = cgroups
+        .iter()
+        .map(|c| Workload::start_in(&c.dirs, "never-waits", &["3"]))
+        .collect();
+    let [in_service, in_docker, in_pod] = [0, 1, 2].map(|i| u64::from(leakers[i].pid()));
+
+    let unit = service.unit.clone().expect("a unit");
+    assert_eq!(watched(&["--unit", &unit]), vec![in_service]);
+    let short = &docker.container_id.as_deref().expect("an id")[..12];
+    assert_eq!(watched(&["--container", short]), vec![in_docker]);
+    // A cgroup and everything below it: the pod's QoS slice holds the pod.
+    assert_eq!(
+        watched(&["--cgroup", "/kubepods.slice/kubepods-burstable.slice"]),
+        vec![in_pod]
+    );
+    let mut system = watched(&["--cgroup", "/system.slice"]);
+    system.sort_unstable();
+    let mut want = vec![in_service, in_docker];
+    want.sort_unstable();
+    assert_eq!(system, want, "both leakers of /system.slice");
+    assert!(watched(&["--unit", "no-such.service"]).is_empty());
+
+    // A container id must be hex; latency does not filter by place.
+    let (ok, _, stderr) = run(&["watch", "--container", "not-an-id", "--duration", "1"]);
+    assert!(!ok && stderr.contains("is not a container id"), "{stderr}");
+    let out = Command::new(bin_path("zombie-trace"))
+        .args(["latency", "--unit", &unit, "--duration", "1"])
+        .output()
+        .expect("run latency");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("--pid or --comm"), "{stderr}");
+
+    drop(leakers);
+    drop(cgroups);
+}

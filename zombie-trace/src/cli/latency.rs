@@ -8,7 +8,7 @@ use zombie_trace::engine::{Consumer, Context};
 use zombie_trace::model::Change;
 use zombie_trace::views::latency::{GroupBy, LatencyReport, LatencyView};
 
-use super::{FilterArgs, Output, TraceArgs};
+use super::{EXIT_USAGE, FilterArgs, LATENCY_PLACE_FILTER, Output, TraceArgs};
 
 #[derive(Debug, Args)]
 pub struct LatencyArgs {
@@ -60,6 +60,10 @@ impl Consumer for LatencyPrinter {
 }
 
 pub async fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
+    if args.filter.filter().places() {
+        eprintln!("zombie-trace latency: {LATENCY_PLACE_FILTER}");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let mut session = args.trace.start_session()?;
     let mut printer = LatencyPrinter {
         view: LatencyView::new(args.by.into(), args.filter.filter()),

@@ -99,6 +99,16 @@ pub struct FilterArgs {
     /// Only parents whose command name contains this text.
     #[arg(long)]
     comm: Option<String>,
+    /// Only parents in this cgroup or below it (a path as /proc/PID/cgroup
+    /// shows it, e.g. `/kubepods.slice`).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<String>,
+    /// Only parents in this systemd unit (e.g. `cron.service`).
+    #[arg(long, value_name = "NAME")]
+    unit: Option<String>,
+    /// Only parents in this container: its id, or the first digits of it.
+    #[arg(long, value_name = "ID", value_parser = container_id_prefix)]
+    container: Option<String>,
 }
 
 impl FilterArgs {
@@ -106,8 +116,28 @@ impl FilterArgs {
         Filter {
             pid: self.pid,
             comm: self.comm.clone(),
+            cgroup: self.cgroup.clone(),
+            unit: self.unit.clone(),
+            container: self.container.clone(),
         }
     }
+}
+
+/// The one line `latency` (and `report --as latency`) print when asked to
+/// filter by where processes run: its histograms are kept per reaper as
+/// releases happen, and only parents owing zombies have their place read
+/// (live and in recordings), so a reaper's place may be unknown.
+pub const LATENCY_PLACE_FILTER: &str = "--cgroup, --unit and --container select parents owing zombies (watch, serve, top, snapshot, report): reap latency is kept per reaper, whose place is not always known; filter latency with --pid or --comm";
+
+/// A container id or its first digits: lowercase hex, at most 64.
+fn container_id_prefix(s: &str) -> Result<String, String> {
+    let id = s.trim().to_ascii_lowercase();
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?} is not a container id: give its hex digits (e.g. the 12 `docker ps` shows)"
+        ));
+    }
+    Ok(id)
 }
 
 /// What every live-tracing command takes.

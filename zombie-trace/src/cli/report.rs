@@ -18,7 +18,7 @@ use zombie_trace::views::watch::WatchView;
 
 use super::latency::LatencyPrinter;
 use super::watch::{WatchFlags, Watcher};
-use super::{EXIT_USAGE, FilterArgs, Output};
+use super::{EXIT_USAGE, FilterArgs, LATENCY_PLACE_FILTER, Output};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -117,6 +117,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     };
     let as_view = match args.view.as_deref().map(parse_as) {
         Some(Err(message)) => return usage(message),
+        Some(Ok(AsView::Latency)) if args.filter.filter().places() => {
+            return usage(LATENCY_PLACE_FILTER);
+        }
         Some(Ok(view)) => Some(view),
         None => None,
     };

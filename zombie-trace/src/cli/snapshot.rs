@@ -24,7 +24,14 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     let (ledger, scan) = ledger_from_proc(now.boot_ns)?;
     let pid_max = procfs::pid_max()?;
     let tasks = LiveHost.pressure().map_or(scan.tasks, |p| p.tasks);
-    let snapshot = Snapshot::new(&ledger, &args.filter.filter(), tasks, pid_max, now);
+    let snapshot = Snapshot::new(
+        &ledger,
+        &args.filter.filter(),
+        tasks,
+        pid_max,
+        now,
+        &mut LiveHost,
+    );
     Output::new(args.json).either(&snapshot, Snapshot::to_text)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -621,8 +621,8 @@ impl Session {
 
     /// What a later diagnosis of the worst parents will read, for a
     /// recording: their /proc facts and their ancestors', the PID limits
-    /// with the worst parent's cgroup, tasks against pid_max. The log keeps
-    /// only what changed.
+    /// with the worst parent's cgroup, tasks against pid_max, and where
+    /// every parent owing zombies runs. The log keeps only what changed.
     fn log_tick_facts(&mut self) {
         let mut parents: Vec<(u32, ProcKey)> = self
             .ledger
@@ -651,8 +651,10 @@ impl Session {
         for pid in pids {
             host.process(pid);
         }
-        for &(_, key) in &parents {
-            host.attribution(key);
+        // Where every parent owing zombies runs (read once per process,
+        // written once per segment): a report may filter or group by it.
+        for p in self.ledger.parents_with_zombies() {
+            host.attribution(p.key);
         }
         host.pid_pressure(parents.first().map(|&(_, key)| key.pid));
         host.pressure();

@@ -9,6 +9,7 @@ use std::io;
 use rustc_hash::FxHashMap;
 
 use crate::engine::{Consumer, Context};
+use crate::host::facts::HostFacts;
 use crate::model::{Change, ExitTime, Ledger, Moment, ProcKey, ProcState};
 use crate::recording::records::Header;
 use crate::views::diagnosis::{Diagnosis, GrowthTracker, diagnose_traced};
@@ -105,12 +106,17 @@ impl IncidentView {
     }
 
     /// Updates peaks and first-zombie times of the parents with zombies.
-    fn observe(&mut self, ledger: &Ledger, now: Moment) -> Vec<(ProcKey, u32)> {
+    fn observe(
+        &mut self,
+        ledger: &Ledger,
+        now: Moment,
+        host: &mut dyn HostFacts,
+    ) -> Vec<(ProcKey, u32)> {
         let mut worst: Vec<(ProcKey, u32)> = Vec::new();
-        for p in ledger
-            .parents_with_zombies()
-            .filter(|p| self.filter.matches(p))
-        {
+        for p in ledger.parents_with_zombies() {
+            if !self.filter.admits(p, host) {
+                continue;
+            }
             let pending = p.stats.pending;
             let oldest = ledger.oldest_zombie(&p.key);
             let track = self.parents.entry(p.key).or_insert_with(|| ParentTrack {
@@ -406,7 +412,7 @@ impl Consumer for IncidentView {
         }
         self.growth.sample(ctx.ledger, ctx.now.boot_ns);
         self.health_markers(ctx);
-        let worst = self.observe(ctx.ledger, ctx.now);
+        let worst = self.observe(ctx.ledger, ctx.now, ctx.host);
         self.diagnose_alerts(ctx);
         let pending_total = ctx
             .ledger

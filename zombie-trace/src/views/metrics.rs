@@ -202,14 +202,18 @@ impl MetricsView {
 }
 
 impl MetricsView {
-    /// The `top` cgroups owing the most zombies, summed over every parent
-    /// the filter keeps (each placed by `ctx.host`, which reads a process's
-    /// cgroup once).
-    fn cgroups(&self, ctx: &mut Context<'_>, parents: &mut [ParentPoint]) -> Vec<CgroupPoint> {
+    /// Places every parent (each read once by `ctx.host`), drops those the
+    /// filter's place tests refuse, and returns the `top` cgroups owing the
+    /// most zombies, summed over the parents kept.
+    fn cgroups(&self, ctx: &mut Context<'_>, parents: &mut Vec<ParentPoint>) -> Vec<CgroupPoint> {
         let mut by_path: FxHashMap<String, CgroupPoint> = FxHashMap::default();
-        for p in parents.iter_mut() {
-            let Some(a) = ctx.host.attribution(p.key) else {
-                continue;
+        parents.retain_mut(|p| {
+            let place = ctx.host.attribution(p.key);
+            if !self.filter.matches_place(place.as_ref()) {
+                return false;
+            }
+            let Some(a) = place else {
+                return true;
             };
             p.place(Some(&a));
             let point = by_path
@@ -222,7 +226,8 @@ impl MetricsView {
                     pending: 0,
                 });
             point.pending += u64::from(p.pending);
-        }
+            true
+        });
         let mut points: Vec<CgroupPoint> = by_path.into_values().collect();
         points.sort_by(|a, b| b.pending.cmp(&a.pending).then(a.cgroup.cmp(&b.cgroup)));
         points.truncate(self.top);

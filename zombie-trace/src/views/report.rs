@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::host::cgroup::{QosClass, Runtime};
+use crate::host::cgroup::{Attribution, QosClass, Runtime};
 use crate::host::facts::{HostFacts, Pressure};
 use crate::model::{
     Change, Comm, Ledger, LedgerHealth, LostCounts, Moment, ProcKey, ProcState, Process,
@@ -22,11 +22,59 @@ pub struct Filter {
     pub pid: Option<u32>,
     /// Substring of the parent's comm.
     pub comm: Option<String>,
+    /// A cgroup path: parents in it or below it.
+    pub cgroup: Option<String>,
+    /// A systemd unit (`cron.service`, `docker-<id>.scope`), exactly.
+    pub unit: Option<String>,
+    /// A container id, or its first digits (`docker ps` shows 12).
+    pub container: Option<String>,
 }
 
 impl Filter {
+    /// The PID and comm tests (see [`Filter::admits`] for all of them).
     pub fn matches(&self, p: &Process) -> bool {
         self.matches_id(p.key.pid, &p.comm)
+    }
+
+    /// Whether the filter asks where a parent runs.
+    pub fn places(&self) -> bool {
+        self.cgroup.is_some() || self.unit.is_some() || self.container.is_some()
+    }
+
+    /// The cgroup, unit and container tests on where a parent runs; a
+    /// parent whose place is unknown passes only a filter that asks none.
+    pub fn matches_place(&self, place: Option<&Attribution>) -> bool {
+        if !self.places() {
+            return true;
+        }
+        let Some(a) = place else {
+            return false;
+        };
+        let in_cgroup = self.cgroup.as_deref().is_none_or(|want| {
+            let want = want.trim_end_matches('/');
+            want.is_empty()
+                || a.cgroup == want
+                || a.cgroup
+                    .strip_prefix(want)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        });
+        let in_unit = self
+            .unit
+            .as_deref()
+            .is_none_or(|want| a.unit.as_deref() == Some(want));
+        let in_container = self.container.as_deref().is_none_or(|want| {
+            !want.is_empty()
+                && a.container_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(want))
+        });
+        in_cgroup && in_unit && in_container
+    }
+
+    /// Every test: PID, comm, and where it runs as `host` says (asked only
+    /// when the filter has a place test).
+    pub fn admits(&self, p: &Process, host: &mut dyn HostFacts) -> bool {
+        self.matches(p) && (!self.places() || self.matches_place(host.attribution(p.key).as_ref()))
     }
 
     /// Same test on a PID and comm (no allocation: usable per event).
@@ -161,11 +209,12 @@ pub fn parent_rows(
     now_ns: u64,
     host: &mut dyn HostFacts,
 ) -> Vec<ParentRow> {
-    let mut rows: Vec<ParentRow> = ledger
-        .parents_with_zombies()
-        .filter(|p| filter.matches(p))
-        .map(|p| ParentRow::placed(ledger, p, now_ns, host))
-        .collect();
+    let mut rows: Vec<ParentRow> = Vec::new();
+    for p in ledger.parents_with_zombies() {
+        if filter.admits(p, host) {
+            rows.push(ParentRow::placed(ledger, p, now_ns, host));
+        }
+    }
     rows.sort_by(|a, b| {
         b.pending_zombies
             .cmp(&a.pending_zombies)
@@ -457,13 +506,17 @@ impl AlertTracker {
         self.due
             .drain(..)
             .filter_map(|key| ledger.get(&key))
-            .filter(|p| filter.matches(p))
-            .map(|p| Alert {
-                kind: "alert",
-                time: time.clone(),
-                parent: ParentRow::placed(ledger, p, now.boot_ns, host),
-                threshold,
-                diagnosis: None,
+            .filter_map(|p| {
+                if !filter.admits(p, host) {
+                    return None;
+                }
+                Some(Alert {
+                    kind: "alert",
+                    time: time.clone(),
+                    parent: ParentRow::placed(ledger, p, now.boot_ns, host),
+                    threshold,
+                    diagnosis: None,
+                })
             })
             .collect()
     }
@@ -489,10 +542,17 @@ pub struct SnapshotParent {
 }
 
 impl Snapshot {
-    pub fn new(ledger: &Ledger, filter: &Filter, tasks: u64, pid_max: u32, now: Moment) -> Self {
+    pub fn new(
+        ledger: &Ledger,
+        filter: &Filter,
+        tasks: u64,
+        pid_max: u32,
+        now: Moment,
+        host: &mut dyn HostFacts,
+    ) -> Self {
         let mut parents: Vec<SnapshotParent> = ledger
             .parents_with_zombies()
-            .filter(|p| filter.matches(p))
+            .filter(|p| filter.admits(p, host))
             .map(|p| {
                 let mut zombie_pids: Vec<u32> = ledger
                     .children(&p.key)
@@ -564,5 +624,65 @@ impl Snapshot {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4c1f09a2b7d3e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e";
+
+    fn placed_in(cgroup: &str) -> Attribution {
+        Attribution::parse(&format!("0::{cgroup}\n"))
+    }
+
+    #[test]
+    fn place_filters_select_by_cgroup_prefix_unit_and_container_prefix() {
+        let docker = placed_in(&format!("/system.slice/docker-{ID}.scope"));
+        let cron = placed_in("/system.slice/cron.service");
+        let filter = |f: Filter| (f.matches_place(Some(&docker)), f.matches_place(Some(&cron)));
+
+        assert_eq!(filter(Filter::default()), (true, true));
+        let cgroup = |path: &str| Filter {
+            cgroup: Some(path.to_owned()),
+            ..Filter::default()
+        };
+        assert_eq!(filter(cgroup("/system.slice")), (true, true));
+        assert_eq!(filter(cgroup("/system.slice/")), (true, true));
+        assert_eq!(filter(cgroup("/system.slice/cron.service")), (false, true));
+        // A path prefix, not a string prefix.
+        assert_eq!(filter(cgroup("/system.sl")), (false, false));
+        assert_eq!(filter(cgroup("/")), (true, true));
+        let unit = Filter {
+            unit: Some("cron.service".to_owned()),
+            ..Filter::default()
+        };
+        assert_eq!(filter(unit), (false, true));
+        let container = |id: &str| Filter {
+            container: Some(id.to_owned()),
+            ..Filter::default()
+        };
+        assert_eq!(filter(container(&ID[..12])), (true, false));
+        assert_eq!(filter(container(ID)), (true, false));
+        assert_eq!(filter(container("4c1f0a")), (false, false));
+        assert_eq!(filter(container("")), (false, false));
+        // Every test must hold.
+        let both = Filter {
+            unit: Some("cron.service".to_owned()),
+            container: Some(ID[..12].to_owned()),
+            ..Filter::default()
+        };
+        assert_eq!(filter(both), (false, false));
+    }
+
+    #[test]
+    fn an_unknown_place_passes_only_a_filter_without_place_tests() {
+        assert!(Filter::default().matches_place(None));
+        let unit = Filter {
+            unit: Some("cron.service".to_owned()),
+            ..Filter::default()
+        };
+        assert!(unit.places() && !unit.matches_place(None));
     }
 }

@@ -352,8 +352,8 @@ fn a_group_of_unknown_exits_only_has_no_percentiles() {
 #[test]
 fn by_comm_merges_parents_and_the_filter_selects_reapers() {
     let filter = Filter {
-        pid: None,
         comm: Some("work".to_owned()),
+        ..Filter::default()
     };
     let mut view = LatencyView::new(GroupBy::Comm, filter);
     for pid in [10, 20, 30] {
@@ -381,7 +381,7 @@ fn by_comm_merges_parents_and_the_filter_selects_reapers() {
 
     let by_pid = Filter {
         pid: Some(20),
-        comm: None,
+        ..Filter::default()
     };
     let mut view = LatencyView::new(GroupBy::Parent, by_pid);
     for pid in [10, 20] {
