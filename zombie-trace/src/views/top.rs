@@ -137,8 +137,10 @@ pub struct TopRow {
     pub history: Vec<u32>,
     /// Where it runs, in a few words (pod, container, unit or cgroup).
     pub place: String,
-    /// Its cgroup path ("" when unknown).
-    pub cgroup: String,
+    /// What the filter also looks in: its cgroup path, unit, full container
+    /// id and dashed pod UID (the forms `kubectl` and `docker` print), as
+    /// far as they are known.
+    pub names: Vec<String>,
 }
 
 impl TopRow {
@@ -237,8 +239,8 @@ impl TopState {
         }
     }
 
-    /// Whether a row passes the filter: a PID (exact), or part of the comm,
-    /// of where it runs (a container id, pod UID or unit) or of its cgroup.
+    /// Whether a row passes the filter: a PID (exact), or part of the comm
+    /// or of where it runs (a container id, pod UID, unit or cgroup path).
     fn shows(&self, row: &TopRow) -> bool {
         let f = self.filter.trim();
         if f.is_empty() {
@@ -247,7 +249,7 @@ impl TopState {
         if f.parse::<u32>().is_ok_and(|pid| row.key.pid == pid) {
             return true;
         }
-        row.comm.contains(f) || row.place.contains(f) || row.cgroup.contains(f)
+        row.comm.contains(f) || row.place.contains(f) || row.names.iter().any(|n| n.contains(f))
     }
 
     /// The rows shown, in the chosen order (worst first).
@@ -674,7 +676,11 @@ impl TopView {
                         .map(|s| s.iter().copied().collect())
                         .unwrap_or_default(),
                     place: r.where_text(),
-                    cgroup: r.cgroup.clone().unwrap_or_default(),
+                    names: [&r.cgroup, &r.unit, &r.container_id, &r.pod_uid]
+                        .into_iter()
+                        .flatten()
+                        .cloned()
+                        .collect(),
                 }
             })
             .collect();

@@ -330,6 +330,40 @@ fn keys_move_the_selection_within_bounds() {
 }
 
 #[test]
+fn slash_filters_by_where_a_parent_runs_in_the_forms_users_paste() {
+    let mut s = rows_state();
+    let uid = "7e0b1a52-93c4-4d1e-8f6a-2b9c0d3e4f51";
+    let id = "4c1f09a2b7d3e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e";
+    let row = s
+        .rows
+        .iter_mut()
+        .find(|r| r.key.pid == STEADY_LEAKER)
+        .expect("the steady leaker's row");
+    row.place = format!("pod 7e0b1a52 containerd {}", &id[..12]);
+    row.names = vec![
+        format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
+            uid.replace('-', "_")
+        ),
+        format!("cri-containerd-{id}.scope"),
+        id.to_owned(),
+        uid.to_owned(),
+    ];
+    // The full dashed UID (as kubectl prints it), a container id prefix, a
+    // slice of the cgroup path: each finds it, and only it.
+    for filter in [uid, &id[..12], "kubepods-burstable.slice"] {
+        on_key(&mut s, key(KeyCode::Char('/')));
+        typed(&mut s, filter);
+        on_key(&mut s, key(KeyCode::Enter));
+        let pids: Vec<u32> = s.visible().iter().map(|r| r.key.pid).collect();
+        assert_eq!(pids, vec![STEADY_LEAKER], "filter {filter}");
+        on_key(&mut s, key(KeyCode::Char('/')));
+        on_key(&mut s, key(KeyCode::Esc));
+        assert_eq!(s.filter, "");
+    }
+}
+
+#[test]
 fn slash_filters_by_comm_or_pid() {
     let mut s = rows_state();
     assert_eq!(on_key(&mut s, key(KeyCode::Char('/'))), Action::Redraw);
