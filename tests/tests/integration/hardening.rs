@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use zombie_trace::host::facts::{HostFacts as _, LiveHost};
+use zombie_trace::host::facts::LiveHost;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::views::report::{Filter, Report};
 use zombie_trace_tests::client::{Workload, bin_path};
@@ -34,7 +34,6 @@ fn an_overflowing_ring_marks_the_report_incomplete() {
             &Filter::default(),
             now,
             &session.health(),
-            LiveHost.pressure(),
             &mut LiveHost,
         );
         assert!(!report.complete);
@@ -97,14 +96,7 @@ fn a_resync_after_an_overflow_makes_the_ledger_equal_to_proc() {
         assert!(health.resyncs >= 1);
         assert!(health.resync_corrections >= summary.corrections());
         let now = zombie_trace::host::facts::now().expect("clock");
-        let report = Report::new(
-            ledger,
-            &Filter::default(),
-            now,
-            &health,
-            LiveHost.pressure(),
-            &mut LiveHost,
-        );
+        let report = Report::new(ledger, &Filter::default(), now, &health, &mut LiveHost);
         assert!(report.complete);
         assert!(report.lost_events > 0);
         assert_eq!(report.resyncs, health.resyncs);

@@ -89,15 +89,7 @@ impl Server {
     }
 
     fn parents(&self, ctx: &mut Context<'_>) -> Answer {
-        let pressure = ctx.host.pressure();
-        let report = Report::new(
-            ctx.ledger,
-            &self.filter,
-            ctx.now,
-            &ctx.health,
-            pressure,
-            ctx.host,
-        );
+        let report = Report::new(ctx.ledger, &self.filter, ctx.now, &ctx.health, ctx.host);
         Answer {
             status: 200,
             content_type: "application/json",

@@ -114,9 +114,11 @@ impl HostFacts for LiveHost {
 
 /// A host that answers nothing: for views' unit tests, which build a ledger
 /// by hand and have no /proc to ask.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoHost;
 
+#[cfg(test)]
 impl HostFacts for NoHost {
     fn process(&mut self, _pid: u32) -> Option<ProcFacts> {
         None

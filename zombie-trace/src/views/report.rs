@@ -126,10 +126,11 @@ pub struct ParentRow {
 }
 
 impl ParentRow {
-    pub fn of(ledger: &Ledger, p: &Process, now_ns: u64) -> Self {
+    /// The row of parent `p` as of `now_ns`, running in `place`.
+    pub fn of(ledger: &Ledger, p: &Process, now_ns: u64, place: Option<Attribution>) -> Self {
         let oldest = ledger.oldest_zombie(&p.key);
         let age_ns = oldest.map_or(0, |t| now_ns.saturating_sub(ledger.exit_ns(t)));
-        Self {
+        let mut row = Self {
             pid: p.key.pid,
             comm: p.comm.as_str_lossy(),
             start_ticks: p.key.start_ticks,
@@ -151,13 +152,8 @@ impl ParentRow {
             container_runtime: None,
             pod_uid: None,
             qos_class: None,
-        }
-    }
-
-    /// [`ParentRow::of`], with where the parent runs as `host` says.
-    pub fn placed(ledger: &Ledger, p: &Process, now_ns: u64, host: &mut dyn HostFacts) -> Self {
-        let mut row = Self::of(ledger, p, now_ns);
-        if let Some(a) = host.attribution(p.key) {
+        };
+        if let Some(a) = place {
             row.cgroup = Some(a.cgroup);
             row.unit = a.unit;
             row.container_id = a.container_id;
@@ -210,9 +206,10 @@ pub fn parent_rows(
     host: &mut dyn HostFacts,
 ) -> Vec<ParentRow> {
     let mut rows: Vec<ParentRow> = Vec::new();
-    for p in ledger.parents_with_zombies() {
-        if filter.admits(p, host) {
-            rows.push(ParentRow::placed(ledger, p, now_ns, host));
+    for p in ledger.parents_with_zombies().filter(|p| filter.matches(p)) {
+        let place = host.attribution(p.key);
+        if filter.matches_place(place.as_ref()) {
+            rows.push(ParentRow::of(ledger, p, now_ns, place));
         }
     }
     rows.sort_by(|a, b| {
@@ -251,15 +248,16 @@ pub struct Report {
 }
 
 impl Report {
-    /// The report as of `now`, with the host's `pressure` read then.
+    /// The report as of `now`, with the host's pressure and where each
+    /// parent runs as `host` says then.
     pub fn new(
         ledger: &Ledger,
         filter: &Filter,
         now: Moment,
         health: &LedgerHealth,
-        pressure: Option<Pressure>,
         host: &mut dyn HostFacts,
     ) -> Self {
+        let pressure = host.pressure();
         let lost = health.lost;
         let parents = parent_rows(ledger, filter, now.boot_ns, host);
         Self {
@@ -506,14 +504,16 @@ impl AlertTracker {
         self.due
             .drain(..)
             .filter_map(|key| ledger.get(&key))
+            .filter(|p| filter.matches(p))
             .filter_map(|p| {
-                if !filter.admits(p, host) {
+                let place = host.attribution(p.key);
+                if !filter.matches_place(place.as_ref()) {
                     return None;
                 }
                 Some(Alert {
                     kind: "alert",
                     time: time.clone(),
-                    parent: ParentRow::placed(ledger, p, now.boot_ns, host),
+                    parent: ParentRow::of(ledger, p, now.boot_ns, place),
                     threshold,
                     diagnosis: None,
                 })

@@ -61,15 +61,7 @@ impl WatchView {
     /// The report on the ledger as it stands, with the interval's reap
     /// latencies; starts a new interval.
     pub fn report(&mut self, ctx: &mut Context<'_>) -> Report {
-        let pressure = ctx.host.pressure();
-        let mut report = Report::new(
-            ctx.ledger,
-            &self.filter,
-            ctx.now,
-            &ctx.health,
-            pressure,
-            ctx.host,
-        );
+        let mut report = Report::new(ctx.ledger, &self.filter, ctx.now, &ctx.health, ctx.host);
         self.latency.annotate(&mut report.parents);
         self.latency.reset();
         self.growth.sample(ctx.ledger, ctx.now.boot_ns);
