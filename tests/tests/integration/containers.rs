@@ -14,6 +14,7 @@ use zombie_trace::host::mounts::read_mounts;
 use zombie_trace_tests::client::{Workload, bin_path};
 
 use crate::common::*;
+use crate::latency::LatencyCommand;
 use crate::serve::{Serve, sample};
 use crate::top::{Tmux, pending_of, tmux_problem};
 
@@ -452,6 +453,39 @@ fn top_shows_where_each_leaker_runs_and_filters_by_container() {
     tmux.until("top's exit", Duration::from_secs(10), |s| {
         s.contains("top exited with status 0")
     });
+
+    // Started with --cgroup, top shows the pods' leaker alone, and says so.
+    tmux.ok(&["kill-session", "-t", "top"]);
+    let command = format!(
+        "{} top --cgroup /kubepods.slice; echo \"top exited with status $?\"; sleep 120",
+        bin_path("zombie-trace").display()
+    );
+    tmux.ok(&[
+        "new-session",
+        "-d",
+        "-x",
+        "140",
+        "-y",
+        "30",
+        "-s",
+        "top",
+        &command,
+    ]);
+    tmux.until(
+        "the pod's leaker alone",
+        budget(Duration::from_secs(20)),
+        |s| {
+            s.lines()
+                .next()
+                .is_some_and(|l| l.contains("only --cgroup /kubepods.slice"))
+                && pending_of(s, in_pod.pid()) == Some(8)
+                && pending_of(s, in_docker.pid()).is_none()
+        },
+    );
+    tmux.keys(&["q"]);
+    tmux.until("top's exit", Duration::from_secs(10), |s| {
+        s.contains("top exited with status 0")
+    });
     drop(tmux);
     drop(in_docker);
     drop(in_pod);
@@ -527,18 +561,143 @@ fn cgroup_unit_and_container_filters_keep_the_leakers_placed_there() {
     assert_eq!(system, want, "both leakers of /system.slice");
     assert!(watched(&["--unit", "no-such.service"]).is_empty());
 
-    // A container id must be hex; latency does not filter by place.
+    // A container id must be hex.
     let (ok, _, stderr) = run(&["watch", "--container", "not-an-id", "--duration", "1"]);
     assert!(!ok && stderr.contains("is not a container id"), "{stderr}");
-    let out = Command::new(bin_path("zombie-trace"))
-        .args(["latency", "--unit", &unit, "--duration", "1"])
-        .output()
-        .expect("run latency");
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("--pid or --comm"), "{stderr}");
 
     drop(leakers);
     drop(cgroups);
+}
+
+/// The `parent_wait` groups of a `latency --json` report, by key.
+fn parent_wait_groups(json: &str) -> Vec<Value> {
+    let report: Value = serde_json::from_str(json.trim())
+        .unwrap_or_else(|e| panic!("latency --json is not one JSON object ({e}):\n{json}"));
+    report["groups"]
+        .as_array()
+        .map(|groups| {
+            groups
+                .iter()
+                .filter(|g| g["category"] == "parent_wait")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn group_with_key<'a>(groups: &'a [Value], key: &str) -> &'a Value {
+    groups
+        .iter()
+        .find(|g| g["key"] == key)
+        .unwrap_or_else(|| panic!("no parent_wait group {key} in {groups:#?}"))
+}
+
+#[test]
+fn latency_groups_reapers_by_container_and_unit_live_and_from_a_recording() {
+    if !privileged() {
+        return;
+    }
+    let layouts = layouts();
+    let find = |name: &str| {
+        &layouts
+            .iter()
+            .find(|(l, _)| l.starts_with(name))
+            .unwrap_or_else(|| panic!("layout {name}"))
+            .1
+    };
+    let (service, docker) = (find("a systemd service"), find("docker with the systemd"));
+    let docker_id = docker.container_id.clone().expect("an id");
+    let unit = service.unit.clone().expect("a unit");
+    let (in_service, in_docker) = (
+        PlacedCgroup::create(&service.path),
+        PlacedCgroup::create(&docker.path),
+    );
+    let dir = std::env::temp_dir().join(format!("zt-latency-places-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let recording = dir.join("reaps.ztr");
+    let mut record = Command::new(bin_path("zombie-trace"))
+        .args(["record", "-o"])
+        .arg(&recording)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start zombie-trace record");
+    let mut record_stderr = std::io::BufReader::new(record.stderr.take().expect("piped stderr"));
+    let mut line = String::new();
+    while !line.contains("recording to") {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut record_stderr, &mut line);
+        assert!(
+            matches!(read, Ok(n) if n > 0),
+            "record ended before recording: {read:?}"
+        );
+    }
+    let by_container = LatencyCommand::start(&["--by", "container", "--json"]);
+    let only_docker = LatencyCommand::start(&["--container", &docker_id[..12], "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Two reapers that wait for each child 30 ms after it exits, one in a
+    // container and one in a service (ready once they have reaped them
+    // all). They end after the tracers: the harness reaping each of them
+    // in its cgroup would be one more release there.
+    let mut docker_reaper = Workload::start_in(&in_docker.dirs, "delayed-reaper", &["4", "30"]);
+    let mut service_reaper = Workload::start_in(&in_service.dirs, "delayed-reaper", &["3", "30"]);
+    let (docker_pid, service_pid) = (docker_reaper.pid(), service_reaper.pid());
+    std::thread::sleep(Duration::from_millis(500));
+    by_container.interrupt();
+    only_docker.interrupt();
+    unsafe { libc::kill(record.id() as i32, libc::SIGINT) };
+
+    // By container: the docker reaper's four waits under its id, with a
+    // latency of at least the 30 ms it slept; the service reaper's among
+    // the reapers in no container, never under the container.
+    let groups = parent_wait_groups(&by_container.output());
+    let container = group_with_key(&groups, &docker_id);
+    assert_eq!(container["count"], 4, "{container}");
+    assert_eq!(container["container_runtime"], "docker", "{container}");
+    assert!(
+        container["min_us"].as_f64().unwrap_or(0.0) >= 30_000.0,
+        "{container}"
+    );
+    assert!(
+        group_with_key(&groups, "none")["count"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3
+    );
+
+    // Filtered by the container: its reaper alone.
+    let groups = parent_wait_groups(&only_docker.output());
+    let pids: Vec<&Value> = groups.iter().map(|g| &g["pid"]).collect();
+    assert_eq!(pids, [&Value::from(docker_pid)], "{groups:#?}");
+    assert_eq!(groups[0]["count"], 4);
+
+    // The recording, replayed after both reapers and their cgroups are
+    // gone, groups and filters the same way.
+    let status = record.wait().expect("wait for record");
+    assert!(status.success(), "record exited with {status}");
+    drop(record_stderr);
+    docker_reaper.finish();
+    service_reaper.finish();
+    drop(in_docker);
+    drop(in_service);
+    let file = recording.to_string_lossy();
+    let (ok, json, stderr) = run(&["report", &file, "--as", "latency", "--by", "unit", "--json"]);
+    assert!(ok, "report --as latency --by unit failed: {stderr}");
+    let groups = parent_wait_groups(&json);
+    assert_eq!(group_with_key(&groups, &unit)["count"], 3, "{groups:#?}");
+    let docker_unit = docker.unit.clone().expect("docker's scope");
+    assert_eq!(group_with_key(&groups, &docker_unit)["count"], 4);
+    let (ok, json, stderr) = run(&[
+        "report", &file, "--as", "latency", "--unit", &unit, "--json",
+    ]);
+    assert!(ok, "report --as latency --unit failed: {stderr}");
+    let groups = parent_wait_groups(&json);
+    let pids: Vec<&Value> = groups.iter().map(|g| &g["pid"]).collect();
+    assert_eq!(pids, [&Value::from(service_pid)], "{groups:#?}");
+    // --by belongs to the latency view.
+    let (ok, _, stderr) = run(&["report", &file, "--by", "unit"]);
+    assert!(!ok && stderr.contains("--as latency"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

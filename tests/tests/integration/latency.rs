@@ -80,13 +80,13 @@ fn scenario(
     args: &[&str],
     what: &str,
     mut done: impl FnMut(&Ledger, &Workload) -> bool,
-    check: impl FnOnce(&Traced, &Workload),
+    check: impl FnOnce(&mut Traced, &Workload),
 ) {
     runtime().block_on(async {
         let mut t = Traced::start();
         let workload = Workload::start(name, args);
         t.until(what, |l| done(l, &workload)).await;
-        check(&t, &workload);
+        check(&mut t, &workload);
         drop(workload);
     });
 }
@@ -313,14 +313,14 @@ fn zombies_older_than_the_tracer_are_counted_without_a_latency() {
 }
 
 /// A running `zombie-trace latency`; killed and reaped if a test fails.
-struct LatencyCommand {
+pub(crate) struct LatencyCommand {
     child: Option<Child>,
 }
 
 impl LatencyCommand {
     /// Starts `zombie-trace latency args` and waits until it says it is
     /// tracing.
-    fn start(args: &[&str]) -> LatencyCommand {
+    pub(crate) fn start(args: &[&str]) -> LatencyCommand {
         let child = Command::new(bin_path("zombie-trace"))
             .arg("latency")
             .args(args)
@@ -355,7 +355,7 @@ impl LatencyCommand {
         }
     }
 
-    fn interrupt(&self) {
+    pub(crate) fn interrupt(&self) {
         if let Some(child) = &self.child {
             // Safety: kill(2) on our own child's PID.
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -363,7 +363,7 @@ impl LatencyCommand {
     }
 
     /// Waits for it to exit cleanly; its standard output.
-    fn output(mut self) -> String {
+    pub(crate) fn output(mut self) -> String {
         let child = self.child.take().expect("running");
         let output = child.wait_with_output().expect("wait for zombie-trace");
         assert!(

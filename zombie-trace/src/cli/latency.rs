@@ -8,16 +8,17 @@ use zombie_trace::engine::{Consumer, Context};
 use zombie_trace::model::Change;
 use zombie_trace::views::latency::{GroupBy, LatencyReport, LatencyView};
 
-use super::{EXIT_USAGE, FilterArgs, LATENCY_PLACE_FILTER, Output, TraceArgs};
+use super::{FilterArgs, Output, TraceArgs};
 
 #[derive(Debug, Args)]
 pub struct LatencyArgs {
     /// Write one JSON object instead of text.
     #[arg(long)]
     json: bool,
-    /// One histogram per reaping process, or per reaping command name.
+    /// One histogram per reaping process, reaping command name, or the
+    /// container, systemd unit or pod the reaper runs in.
     #[arg(long, value_enum, default_value_t = By::Parent)]
-    by: By,
+    pub by: By,
     #[command(flatten)]
     trace: TraceArgs,
     #[command(flatten)]
@@ -28,6 +29,9 @@ pub struct LatencyArgs {
 pub enum By {
     Parent,
     Comm,
+    Container,
+    Unit,
+    Pod,
 }
 
 impl From<By> for GroupBy {
@@ -35,6 +39,9 @@ impl From<By> for GroupBy {
         match by {
             By::Parent => GroupBy::Parent,
             By::Comm => GroupBy::Comm,
+            By::Container => GroupBy::Container,
+            By::Unit => GroupBy::Unit,
+            By::Pod => GroupBy::Pod,
         }
     }
 }
@@ -50,6 +57,11 @@ impl Consumer for LatencyPrinter {
         self.view.on_change(change);
     }
 
+    fn after_batch(&mut self, ctx: &mut Context<'_>) -> io::Result<()> {
+        self.view.place_reapers(ctx.host);
+        Ok(())
+    }
+
     fn on_end(&mut self, ctx: &mut Context<'_>) -> io::Result<()> {
         let traced_s = ctx.now.boot_ns.saturating_sub(ctx.started.boot_ns) as f64 / 1e9;
         let report = self
@@ -60,10 +72,6 @@ impl Consumer for LatencyPrinter {
 }
 
 pub async fn run(args: LatencyArgs) -> anyhow::Result<ExitCode> {
-    if args.filter.filter().places() {
-        eprintln!("zombie-trace latency: {LATENCY_PLACE_FILTER}");
-        return Ok(ExitCode::from(EXIT_USAGE));
-    }
     let mut session = args.trace.start_session()?;
     let mut printer = LatencyPrinter {
         view: LatencyView::new(args.by.into(), args.filter.filter()),

@@ -123,12 +123,6 @@ impl FilterArgs {
     }
 }
 
-/// The one line `latency` (and `report --as latency`) print when asked to
-/// filter by where processes run: its histograms are kept per reaper as
-/// releases happen, and only parents owing zombies have their place read
-/// (live and in recordings), so a reaper's place may be unknown.
-pub const LATENCY_PLACE_FILTER: &str = "--cgroup, --unit and --container select parents owing zombies (watch, serve, top, snapshot, report): reap latency is kept per reaper, whose place is not always known; filter latency with --pid or --comm";
-
 /// A container id or its first digits: lowercase hex, at most 64.
 fn container_id_prefix(s: &str) -> Result<String, String> {
     let id = s.trim().to_ascii_lowercase();

@@ -16,9 +16,9 @@ use zombie_trace::views::incident::IncidentView;
 use zombie_trace::views::latency::{GroupBy, LatencyView};
 use zombie_trace::views::watch::WatchView;
 
-use super::latency::LatencyPrinter;
+use super::latency::{By, LatencyPrinter};
 use super::watch::{WatchFlags, Watcher};
-use super::{EXIT_USAGE, FilterArgs, LATENCY_PLACE_FILTER, Output};
+use super::{EXIT_USAGE, FilterArgs, Output};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -39,6 +39,10 @@ pub struct ReportArgs {
     /// `explain PID`.
     #[arg(long = "as", value_name = "VIEW", num_args = 1..=2)]
     view: Option<Vec<String>>,
+    /// With `--as latency`: one histogram per reaping process (the default),
+    /// command name, container, systemd unit or pod.
+    #[arg(long, value_enum)]
+    by: Option<By>,
     /// Write a self-contained HTML page (timeline, parents, latencies) to OUT.
     #[arg(long, value_name = "OUT")]
     html: Option<PathBuf>,
@@ -117,8 +121,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     };
     let as_view = match args.view.as_deref().map(parse_as) {
         Some(Err(message)) => return usage(message),
-        Some(Ok(AsView::Latency)) if args.filter.filter().places() => {
-            return usage(LATENCY_PLACE_FILTER);
+        Some(Ok(AsView::Explain(_))) | None if args.by.is_some() => {
+            return usage("--by groups the latency view: use it with `--as latency`");
         }
         Some(Ok(view)) => Some(view),
         None => None,
@@ -132,7 +136,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let outcome = match as_view {
         Some(AsView::Latency) => {
             let mut printer = LatencyPrinter {
-                view: LatencyView::new(GroupBy::Parent, args.filter.filter()),
+                view: LatencyView::new(
+                    args.by.map_or(GroupBy::Parent, GroupBy::from),
+                    args.filter.filter(),
+                ),
                 out,
             };
             replay_into(

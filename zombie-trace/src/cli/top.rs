@@ -37,7 +37,7 @@ use zombie_trace::views::top::{
 };
 
 use super::watch::WatchFlags;
-use super::{EXIT_USAGE, TraceArgs, traced};
+use super::{EXIT_USAGE, FilterArgs, TraceArgs, traced};
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
@@ -54,6 +54,9 @@ pub struct TopArgs {
     flags: WatchFlags,
     #[command(flatten)]
     trace: TraceArgs,
+    /// The parents shown (`/` narrows the screen further).
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 /// Exits 2 with one line: this cannot be used.
@@ -235,7 +238,7 @@ async fn live_top(args: TopArgs, color: bool) -> anyhow::Result<ExitCode> {
     std::thread::spawn(move || read_keys(keys_in, wake));
     let quit = Arc::new(Notify::new());
     let mut top = LiveTop {
-        view: TopView::new(state),
+        view: TopView::new(state, args.filter.filter()),
         screen,
         keys,
         quit: quit.clone(),
@@ -466,7 +469,10 @@ fn replay_top(args: TopArgs, path: PathBuf, color: bool) -> anyhow::Result<ExitC
     };
     catch_stop_signals();
     let mut top = ReplayTop {
-        view: TopView::new(TopState::new(args.flags.threshold, color, Some(control))),
+        view: TopView::new(
+            TopState::new(args.flags.threshold, color, Some(control)),
+            args.filter.filter(),
+        ),
         screen: Screen::enter()?,
         restart: Rc::new(Cell::new(false)),
         quit: false,
@@ -487,7 +493,11 @@ fn replay_top(args: TopArgs, path: PathBuf, color: bool) -> anyhow::Result<ExitC
         if top.quit || !top.restart.get() {
             break;
         }
-        top.view = std::mem::replace(&mut top.view, TopView::new(TopState::default())).restarted();
+        top.view = std::mem::replace(
+            &mut top.view,
+            TopView::new(TopState::default(), Default::default()),
+        )
+        .restarted();
         top.restart.set(false);
         top.position_ns = 0;
     }

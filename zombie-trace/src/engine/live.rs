@@ -6,6 +6,7 @@
 use std::io;
 use std::time::Duration;
 
+use rustc_hash::FxHashSet;
 use thiserror::Error;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -283,6 +284,11 @@ pub struct Session {
     check_cursor: usize,
     log: Option<Box<dyn InputLog>>,
     attributions: AttributionCache,
+    /// When recording: the reapers met since the last tick, whose place is
+    /// logged after their batch (a replayed latency view groups and filters
+    /// by it, and most reapers never owe a zombie at a tick).
+    reapers_met: FxHashSet<ProcKey>,
+    reapers_new: Vec<ProcKey>,
 }
 
 impl Session {
@@ -315,6 +321,8 @@ impl Session {
             check_cursor: 0,
             log,
             attributions: AttributionCache::default(),
+            reapers_met: FxHashSet::default(),
+            reapers_new: Vec::new(),
         })
     }
 
@@ -553,6 +561,15 @@ impl Session {
             return Ok(());
         }
         let now = facts::now()?;
+        if !self.reapers_new.is_empty() {
+            let mut host = LoggedHost {
+                log: self.log.as_deref_mut(),
+                attributions: &mut self.attributions,
+            };
+            for reaper in self.reapers_new.drain(..) {
+                host.attribution(reaper);
+            }
+        }
         self.call(consumer, now, |c, ctx| c.after_batch(ctx))?;
         if let Some(log) = self.log.as_deref_mut() {
             // After the call: the facts it read come first in the log.
@@ -571,7 +588,24 @@ impl Session {
             consumer: &mut *consumer,
             changes: 0,
         };
-        let events = self.drain_at_most(EVENTS_PER_BATCH, &mut |change| counting.emit(change));
+        let events = if self.log.is_some() {
+            let (mut met, mut new) = (
+                std::mem::take(&mut self.reapers_met),
+                std::mem::take(&mut self.reapers_new),
+            );
+            let events = self.drain_at_most(EVENTS_PER_BATCH, &mut |change| {
+                if let Change::Released { reaper, .. } = change
+                    && met.insert(reaper)
+                {
+                    new.push(reaper);
+                }
+                counting.emit(change);
+            });
+            (self.reapers_met, self.reapers_new) = (met, new);
+            events
+        } else {
+            self.drain_at_most(EVENTS_PER_BATCH, &mut |change| counting.emit(change))
+        };
         let changes = counting.changes;
         self.end_batch(consumer, changes)?;
         Ok(events)
@@ -604,6 +638,9 @@ impl Session {
         // that over a recording the view finds what it read live.
         if self.log.is_some() {
             self.log_tick_facts();
+            // Met again after this tick, a reaper is logged again (read from
+            // the cache, and written once per segment by the recorder).
+            self.reapers_met.clear();
         }
         let now = facts::now()?;
         if report {

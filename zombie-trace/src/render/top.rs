@@ -179,6 +179,12 @@ fn draw_header(frame: &mut Frame<'_>, area: Rect, state: &TopState, theme: Theme
             first.push(Span::raw(format!("  traced {}", format_age(h.traced_ms))));
         }
     }
+    if let Some(scope) = &state.scope {
+        first.push(Span::styled(
+            format!("  only {scope}"),
+            theme.fg(Color::Cyan),
+        ));
+    }
     let lost = format!("  lost events {}", h.lost_events);
     first.push(if h.lost_events > 0 {
         Span::styled(

@@ -374,6 +374,7 @@ impl Consumer for IncidentView {
         if self.start.is_none() {
             self.start = Some(ctx.started);
         }
+        self.latency.place_reapers(ctx.host);
         if !self.alerts_seeded {
             self.alerts.seed(ctx.ledger);
             self.alerts_seeded = true;
@@ -443,6 +444,7 @@ impl Consumer for IncidentView {
     }
 
     fn on_end(&mut self, ctx: &mut Context<'_>) -> io::Result<()> {
+        self.latency.place_reapers(ctx.host);
         self.on_tick(ctx)?;
         self.end = Some(ctx.now);
         // Zombies still owed at the end: lifetimes without a release.

@@ -20,6 +20,7 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 use zombie_trace_common::COMM_LEN;
 
+use crate::host::cgroup::Attribution;
 use crate::host::facts::HostFacts;
 use crate::model::{Change, Comm, ExitTime, Ledger, ProcKey, ReapKind};
 use crate::model::{LostCounts, Moment};
@@ -207,6 +208,32 @@ impl Histogram {
         (self.lo, self.hi) = (0, 0);
     }
 
+    /// Adds every value `other` holds, as if each had been recorded here.
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.count == 0 {
+            return;
+        }
+        for (i, count) in other.used().filter(|&(_, c)| c > 0) {
+            let block =
+                self.blocks[i >> SUB_BITS].get_or_insert_with(|| Box::new([0; SUB as usize]));
+            block[i & (SUB as usize - 1)] += count;
+        }
+        for (mine, theirs) in self.log2_us.iter_mut().zip(other.log2_us.iter()) {
+            *mine += theirs;
+        }
+        if self.count == 0 {
+            (self.lo, self.hi) = (other.lo, other.hi);
+            (self.min_ns, self.max_ns) = (other.min_ns, other.max_ns);
+        } else {
+            self.lo = self.lo.min(other.lo);
+            self.hi = self.hi.max(other.hi);
+            self.min_ns = self.min_ns.min(other.min_ns);
+            self.max_ns = self.max_ns.max(other.max_ns);
+        }
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+    }
+
     /// bcc log2 buckets in microseconds, from the first non-empty one to the
     /// last.
     pub fn log2_us_buckets(&self) -> Vec<Log2Bucket> {
@@ -293,6 +320,12 @@ pub enum GroupBy {
     Parent,
     /// The reaping process's command name.
     Comm,
+    /// The container the reaper runs in (its cgroup names it).
+    Container,
+    /// The systemd unit the reaper runs in.
+    Unit,
+    /// The Kubernetes pod the reaper runs in (by UID).
+    Pod,
 }
 
 impl GroupBy {
@@ -300,7 +333,15 @@ impl GroupBy {
         match self {
             GroupBy::Parent => "parent",
             GroupBy::Comm => "comm",
+            GroupBy::Container => "container",
+            GroupBy::Unit => "unit",
+            GroupBy::Pod => "pod",
         }
+    }
+
+    /// Whether a group needs to know where its reapers run.
+    fn by_place(self) -> bool {
+        matches!(self, GroupBy::Container | GroupBy::Unit | GroupBy::Pod)
     }
 }
 
@@ -308,9 +349,68 @@ impl GroupBy {
 enum Subject {
     Parent(ProcKey),
     Comm([u8; COMM_LEN]),
+    /// An index into [`LatencyView::places`].
+    Place(u32),
 }
 
-/// The releases of one reaper (or one reaper command) in one category.
+/// A container, unit or pod that latency groups are keyed on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Place {
+    /// The container id, unit name or pod UID; `None` when the reaper runs
+    /// in no container (unit, pod), or when its place is unknown.
+    pub name: Option<String>,
+    /// Whether the reaper's cgroup was read (else it was gone first, or the
+    /// recording does not have it).
+    pub known: bool,
+    /// The container runtime, or the pod's QoS class.
+    pub detail: Option<&'static str>,
+}
+
+impl Place {
+    fn of(by: GroupBy, attribution: Option<&Attribution>) -> Self {
+        let Some(a) = attribution else {
+            return Self {
+                name: None,
+                known: false,
+                detail: None,
+            };
+        };
+        let (name, detail) = match by {
+            GroupBy::Container => (a.container_id.clone(), a.runtime.map(|r| r.as_str())),
+            GroupBy::Unit => (a.unit.clone(), None),
+            GroupBy::Pod => (a.pod_uid.clone(), a.qos.map(|q| q.as_str())),
+            GroupBy::Parent | GroupBy::Comm => (None, None),
+        };
+        Self {
+            name,
+            known: true,
+            detail,
+        }
+    }
+
+    /// The group's key: the name, `none` or `unknown`.
+    fn key(&self) -> String {
+        match (&self.name, self.known) {
+            (Some(name), _) => name.clone(),
+            (None, true) => "none".to_owned(),
+            (None, false) => "unknown".to_owned(),
+        }
+    }
+}
+
+/// What the view decided about one reaper, once its place was read.
+#[derive(Clone, Copy, Debug)]
+enum Verdict {
+    /// Its releases count; in this place group when grouping by place.
+    Admitted(Option<u32>),
+    /// The filter's place tests refuse it.
+    Refused,
+    /// The filter tests its place, which is unknown: not counted, but said.
+    Unplaced,
+}
+
+/// The releases of one reaper (or one reaper command, or one place) in one
+/// category.
 #[derive(Clone, Debug)]
 pub struct Group {
     pub category: ReapKind,
@@ -318,29 +418,119 @@ pub struct Group {
     pub parent: Option<ProcKey>,
     /// The reaper's command name at its latest release.
     pub comm: Comm,
+    /// Where the reapers run, when grouping by place.
+    pub place: Option<Place>,
     /// Exit-to-release times of the releases whose exit time is known.
     pub latency: Histogram,
     /// Releases of zombies that died before tracing started: no latency.
     pub exit_time_unknown: u64,
 }
 
-/// `zombie-trace latency`: reap-latency histograms per reaper (or command)
-/// and category.
+impl Group {
+    fn new(category: ReapKind, comm: Comm) -> Self {
+        Self {
+            category,
+            parent: None,
+            comm,
+            place: None,
+            latency: Histogram::default(),
+            exit_time_unknown: 0,
+        }
+    }
+
+    /// Adds one release at `released_ns` of a zombie that exited at `exited`.
+    fn add(&mut self, comm: Comm, exited: ExitTime, released_ns: u64) {
+        if !comm.is_empty() {
+            self.comm = comm;
+        }
+        match exited {
+            // A resync only knows the zombie was gone by then.
+            ExitTime::At(ns) if self.category != ReapKind::Resync => {
+                self.latency.record(released_ns.saturating_sub(ns));
+            }
+            _ => self.exit_time_unknown += 1,
+        }
+    }
+
+    fn releases(&self) -> u64 {
+        self.latency.count() + self.exit_time_unknown
+    }
+}
+
+/// Reapers whose verdict is kept: past it the verdicts are forgotten and
+/// read again (only live reapers still release anything).
+const REAPERS_KEPT: usize = 1 << 16;
+
+/// `zombie-trace latency`: reap-latency histograms per reaper (or command,
+/// container, unit, pod) and category.
+///
+/// Where a reaper runs is read from the host after the batch its release
+/// came in ([`LatencyView::place_reapers`]), not on the hot path: until then
+/// its releases wait in a group of their own. A reaper gone before that has
+/// no known place: grouped as `unknown`, or, under a place filter, counted
+/// apart as not attributed, never guessed.
 #[derive(Debug)]
 pub struct LatencyView {
     by: GroupBy,
     filter: Filter,
     groups: FxHashMap<(ReapKind, Subject), Group>,
+    /// Releases by reapers not placed yet (only when places are asked).
+    unplaced: FxHashMap<(ReapKind, ProcKey), Group>,
+    verdicts: FxHashMap<ProcKey, Verdict>,
+    places: Vec<Place>,
+    place_slots: FxHashMap<Place, u32>,
+    /// Releases left out because the filter tests a place nobody could read.
+    not_attributed: u64,
 }
 
 impl LatencyView {
-    /// `filter` selects reapers by PID and command name.
+    /// `filter` selects reapers by PID and command name, and by where they
+    /// run.
     pub fn new(by: GroupBy, filter: Filter) -> Self {
         Self {
             by,
             filter,
             groups: FxHashMap::default(),
+            unplaced: FxHashMap::default(),
+            verdicts: FxHashMap::default(),
+            places: Vec::new(),
+            place_slots: FxHashMap::default(),
+            not_attributed: 0,
         }
+    }
+
+    fn needs_places(&self) -> bool {
+        self.by.by_place() || self.filter.places()
+    }
+
+    fn subject(&self, reaper: ProcKey, comm: Comm, place: Option<u32>) -> Subject {
+        match (self.by, place) {
+            (GroupBy::Parent, _) => Subject::Parent(reaper),
+            (GroupBy::Comm, _) => Subject::Comm(comm.0),
+            (_, Some(slot)) => Subject::Place(slot),
+            // Every reaper admitted while grouping by place has a slot.
+            (_, None) => Subject::Parent(reaper),
+        }
+    }
+
+    /// The group of `subject` in `category`.
+    fn group(
+        &mut self,
+        category: ReapKind,
+        subject: Subject,
+        reaper: ProcKey,
+        comm: Comm,
+    ) -> &mut Group {
+        let places = &self.places;
+        self.groups.entry((category, subject)).or_insert_with(|| {
+            let mut group = Group::new(category, comm);
+            match subject {
+                Subject::Parent(_) => group.parent = Some(reaper),
+                Subject::Place(slot) => group.place = places.get(slot as usize).cloned(),
+                Subject::Comm(_) => {}
+            }
+            group
+        })
     }
 
     /// Feeds one ledger change (hot path: see the module doc).
@@ -359,31 +549,96 @@ impl LatencyView {
         if !self.filter.matches_id(reaper.pid, &reaper_comm) {
             return;
         }
-        let subject = match self.by {
-            GroupBy::Parent => Subject::Parent(reaper),
-            GroupBy::Comm => Subject::Comm(reaper_comm.0),
-        };
-        let group = self.groups.entry((how, subject)).or_insert_with(|| Group {
-            category: how,
-            parent: matches!(subject, Subject::Parent(_)).then_some(reaper),
-            comm: reaper_comm,
-            latency: Histogram::default(),
-            exit_time_unknown: 0,
-        });
-        if !reaper_comm.is_empty() {
-            group.comm = reaper_comm;
-        }
-        match exited {
-            // A resync only knows the zombie was gone by then.
-            ExitTime::At(ns) if how != ReapKind::Resync => {
-                group.latency.record(released_ns.saturating_sub(ns));
+        let place = if self.needs_places() {
+            match self.verdicts.get(&reaper) {
+                Some(Verdict::Admitted(place)) => *place,
+                Some(Verdict::Refused) => return,
+                Some(Verdict::Unplaced) => {
+                    self.not_attributed += 1;
+                    return;
+                }
+                None => {
+                    self.unplaced
+                        .entry((how, reaper))
+                        .or_insert_with(|| Group::new(how, reaper_comm))
+                        .add(reaper_comm, exited, released_ns);
+                    return;
+                }
             }
-            _ => group.exit_time_unknown += 1,
+        } else {
+            None
+        };
+        let subject = self.subject(reaper, reaper_comm, place);
+        self.group(how, subject, reaper, reaper_comm)
+            .add(reaper_comm, exited, released_ns);
+    }
+
+    /// Reads where the reapers met since the last call run (from `host`),
+    /// and moves their releases to their groups. Called after each batch,
+    /// while most reapers still live, and before a report.
+    pub fn place_reapers(&mut self, host: &mut dyn HostFacts) {
+        if self.unplaced.is_empty() {
+            return;
+        }
+        if self.verdicts.len() > REAPERS_KEPT {
+            self.verdicts.clear();
+        }
+        let unplaced = std::mem::take(&mut self.unplaced);
+        for ((category, reaper), waiting) in unplaced {
+            let verdict = match self.verdicts.get(&reaper) {
+                Some(verdict) => *verdict,
+                None => {
+                    let verdict = self.verdict(host.attribution(reaper).as_ref());
+                    self.verdicts.insert(reaper, verdict);
+                    verdict
+                }
+            };
+            match verdict {
+                Verdict::Admitted(place) => {
+                    let subject = self.subject(reaper, waiting.comm, place);
+                    let group = self.group(category, subject, reaper, waiting.comm);
+                    if !waiting.comm.is_empty() {
+                        group.comm = waiting.comm;
+                    }
+                    group.latency.merge(&waiting.latency);
+                    group.exit_time_unknown += waiting.exit_time_unknown;
+                }
+                Verdict::Refused => {}
+                Verdict::Unplaced => self.not_attributed += waiting.releases(),
+            }
         }
     }
 
+    fn verdict(&mut self, attribution: Option<&Attribution>) -> Verdict {
+        if self.filter.places() {
+            if attribution.is_none() {
+                return Verdict::Unplaced;
+            }
+            if !self.filter.matches_place(attribution) {
+                return Verdict::Refused;
+            }
+        }
+        if !self.by.by_place() {
+            return Verdict::Admitted(None);
+        }
+        let place = Place::of(self.by, attribution);
+        let next = self.places.len() as u32;
+        let slot = *self.place_slots.entry(place.clone()).or_insert(next);
+        if slot == next {
+            self.places.push(place);
+        }
+        Verdict::Admitted(Some(slot))
+    }
+
+    /// The groups, as placed so far (see [`LatencyView::place_reapers`]).
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
         self.groups.values()
+    }
+
+    /// Releases left out because the filter tests where their reaper runs,
+    /// and that could not be read.
+    pub fn not_attributed(&self) -> u64 {
+        self.not_attributed
     }
 
     /// The group of the reaper with this PID in `category` (grouping by parent).
@@ -396,14 +651,19 @@ impl LatencyView {
     /// The report at the end of the run: the groups, and the parents that
     /// still owe zombies (from `ledger`, as of `now`).
     pub fn report(
-        &self,
+        &mut self,
         ledger: &Ledger,
         now: Moment,
         duration_s: f64,
         lost: LostCounts,
         host: &mut dyn HostFacts,
     ) -> LatencyReport {
-        let mut groups: Vec<GroupRow> = self.groups.values().map(GroupRow::of).collect();
+        self.place_reapers(host);
+        let mut groups: Vec<GroupRow> = self
+            .groups
+            .values()
+            .map(|g| GroupRow::of(g, self.by))
+            .collect();
         groups.sort_by(|a, b| {
             a.kind
                 .cmp(&b.kind)
@@ -421,6 +681,7 @@ impl LatencyView {
             duration_s,
             exit_time_unknown: groups.iter().map(|g| g.exit_time_unknown).sum(),
             groups,
+            not_attributed: self.not_attributed,
             not_reaped: parent_rows(ledger, &self.filter, now.boot_ns, host),
             lost_events: lost.total(),
             lost_by_reason: lost,
@@ -437,14 +698,23 @@ fn us(ns: u64) -> f64 {
 #[derive(Clone, Debug, Serialize)]
 pub struct GroupRow {
     /// `<pid>@<start_ticks>` when grouping by parent, the command name when
-    /// grouping by command.
+    /// grouping by command; grouping by container, unit or pod: its id, name
+    /// or UID, `none` for reapers outside any, `unknown` for reapers gone
+    /// before their cgroup was read.
     pub key: String,
     /// How the zombies were released: `parent_wait`, `auto_reap`,
     /// `adopter_wait`, `adopter_auto_reap` or `namespace_teardown`.
     pub category: &'static str,
     pub pid: Option<u32>,
     pub start_ticks: Option<u64>,
+    /// The reaper's command name (grouping by place: the latest reaper's).
     pub comm: String,
+    /// Grouping by container: its runtime (`docker`, `containerd`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_runtime: Option<&'static str>,
+    /// Grouping by pod: its QoS class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos_class: Option<&'static str>,
     /// Releases with a measured latency.
     pub count: u64,
     pub p50_us: Option<f64>,
@@ -461,18 +731,29 @@ pub struct GroupRow {
 }
 
 impl GroupRow {
-    fn of(g: &Group) -> Self {
+    fn of(g: &Group, by: GroupBy) -> Self {
         let h = &g.latency;
         let pct = |q| h.percentile(q).map(us);
         Self {
-            key: match g.parent {
-                Some(p) => format!("{}@{}", p.pid, p.start_ticks),
-                None => g.comm.as_str_lossy(),
+            key: match (g.parent, &g.place) {
+                (Some(p), _) => format!("{}@{}", p.pid, p.start_ticks),
+                (None, Some(place)) => place.key(),
+                (None, None) => g.comm.as_str_lossy(),
             },
             category: g.category.as_str(),
             pid: g.parent.map(|p| p.pid),
             start_ticks: g.parent.map(|p| p.start_ticks),
             comm: g.comm.as_str_lossy(),
+            container_runtime: g
+                .place
+                .as_ref()
+                .and_then(|p| p.detail)
+                .filter(|_| by == GroupBy::Container),
+            qos_class: g
+                .place
+                .as_ref()
+                .and_then(|p| p.detail)
+                .filter(|_| by == GroupBy::Pod),
             count: h.count(),
             p50_us: pct(0.5),
             p90_us: pct(0.9),
@@ -484,6 +765,34 @@ impl GroupRow {
             buckets: h.log2_us_buckets(),
             kind: g.category,
         }
+    }
+}
+
+impl GroupRow {
+    /// A place group's header: `container 3f2a9c1b7d0e (docker), latest
+    /// reaper python3`.
+    fn place_text(&self, by: &str) -> String {
+        let name = match (by, self.key.as_str()) {
+            (_, "unknown") => {
+                "place unknown (the reapers exited before their cgroup was read)".to_owned()
+            }
+            ("container", "none") => "no container".to_owned(),
+            ("pod", "none") => "no pod".to_owned(),
+            (_, "none") => format!("no {by}"),
+            ("container", id) => {
+                let short = id.get(..12).unwrap_or(id);
+                match self.container_runtime {
+                    Some(runtime) => format!("container {short} ({runtime})"),
+                    None => format!("container {short}"),
+                }
+            }
+            ("pod", uid) => match self.qos_class {
+                Some(qos) => format!("pod {uid} ({qos})"),
+                None => format!("pod {uid}"),
+            },
+            (by, name) => format!("{by} {name}"),
+        };
+        format!("{name}, latest reaper {}", self.comm)
     }
 }
 
@@ -516,6 +825,9 @@ pub struct LatencyReport {
     pub not_reaped: Vec<ParentRow>,
     /// Releases of zombies older than the tracer, in all groups.
     pub exit_time_unknown: u64,
+    /// Releases left out of every group: the filter tests where their
+    /// reaper runs, and the reaper was gone before its cgroup was read.
+    pub not_attributed: u64,
     pub lost_events: u64,
     pub lost_by_reason: LostCounts,
     pub events: u64,
@@ -536,10 +848,18 @@ impl LatencyReport {
         if self.groups.is_empty() {
             let _ = writeln!(out, "\nno zombie was released");
         }
+        if self.not_attributed > 0 {
+            let _ = writeln!(
+                out,
+                "\nnot counted: {} releases by reapers that exited before their cgroup was read (the place filter could not be applied)",
+                self.not_attributed
+            );
+        }
         for g in &self.groups {
-            let who = match g.pid {
-                Some(pid) => format!("pid {pid} ({})", g.comm),
-                None => format!("comm {}", g.comm),
+            let who = match (g.pid, self.by) {
+                (Some(pid), _) => format!("pid {pid} ({})", g.comm),
+                (None, "comm") => format!("comm {}", g.comm),
+                (None, by) => g.place_text(by),
             };
             let meaning = category_meaning(g.kind);
             let _ = writeln!(out, "\n{}: {who}  [{meaning}]", g.category);

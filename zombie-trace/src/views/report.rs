@@ -36,6 +36,22 @@ impl Filter {
         self.matches_id(p.key.pid, &p.comm)
     }
 
+    /// The filter as the flags that give it (`--unit cron.service`), or
+    /// `None` when it lets every parent through.
+    pub fn describe(&self) -> Option<String> {
+        let flags: Vec<String> = [
+            ("--pid", self.pid.map(|p| p.to_string())),
+            ("--comm", self.comm.clone()),
+            ("--cgroup", self.cgroup.clone()),
+            ("--unit", self.unit.clone()),
+            ("--container", self.container.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, value)| Some(format!("{flag} {}", value?)))
+        .collect();
+        (!flags.is_empty()).then(|| flags.join(" "))
+    }
+
     /// Whether the filter asks where a parent runs.
     pub fn places(&self) -> bool {
         self.cgroup.is_some() || self.unit.is_some() || self.container.is_some()

@@ -208,6 +208,9 @@ pub struct TopState {
     pub rows: Vec<TopRow>,
     pub detail: Option<Detail>,
     pub alerts: VecDeque<AlertLine>,
+    /// The command line's filter (`--unit cron.service`): every row, count
+    /// and alert is of the parents it lets through.
+    pub scope: Option<String>,
     pub selected: Option<ProcKey>,
     pub sort: SortKey,
     pub filter: String,
@@ -518,6 +521,8 @@ pub struct TopView {
     alerts: AlertTracker,
     growth: GrowthTracker,
     latency: LatencyView,
+    /// The parents shown (from the command line; `/` narrows further).
+    filter: Filter,
     history: HashMap<ProcKey, VecDeque<u32>>,
     /// Verdicts from the last tick's diagnoses.
     verdicts: HashMap<ProcKey, &'static str>,
@@ -526,12 +531,15 @@ pub struct TopView {
 }
 
 impl TopView {
-    pub fn new(state: TopState) -> Self {
+    /// A view of the parents `filter` lets through.
+    pub fn new(mut state: TopState, filter: Filter) -> Self {
+        state.scope = filter.describe();
         Self {
             alerts: AlertTracker::new(state.threshold),
             state,
             growth: GrowthTracker::default(),
-            latency: LatencyView::new(GroupBy::Parent, Filter::default()),
+            latency: LatencyView::new(GroupBy::Parent, filter.clone()),
+            filter,
             history: HashMap::new(),
             verdicts: HashMap::new(),
             seeded: false,
@@ -543,7 +551,7 @@ impl TopView {
     pub fn restarted(self) -> Self {
         let mut state = self.state;
         state.clear_data();
-        Self::new(state)
+        Self::new(state, self.filter)
     }
 
     /// Feeds one ledger change.
@@ -555,6 +563,7 @@ impl TopView {
     /// After a batch: alerts into the log, and the rows rebuilt if the last
     /// rebuild is old enough. Returns whether the screen changed.
     pub fn after_batch(&mut self, ctx: &mut Context<'_>) -> bool {
+        self.latency.place_reapers(ctx.host);
         let alerted = self.take_alerts(ctx);
         let due = self
             .last_refresh_ns
@@ -590,7 +599,7 @@ impl TopView {
             return false;
         }
         let mut verdicts = HashMap::new();
-        let rows = parent_rows(ctx.ledger, &Filter::default(), ctx.now.boot_ns, ctx.host);
+        let rows = parent_rows(ctx.ledger, &self.filter, ctx.now.boot_ns, ctx.host);
         for row in rows.iter().take(DIAGNOSED_ROWS) {
             if let Some(d) = diagnose_traced(ctx, row.pid, Some(&self.growth)) {
                 verdicts.insert(self.key_of(row.pid, row.start_ticks), d.verdict);
@@ -624,7 +633,7 @@ impl TopView {
         }
         let alerts = self
             .alerts
-            .take(ctx.ledger, &Filter::default(), ctx.now, ctx.host);
+            .take(ctx.ledger, &self.filter, ctx.now, ctx.host);
         for alert in &alerts {
             let why = diagnose_traced(ctx, alert.parent.pid, Some(&self.growth))
                 .map(|d| format!(": {}", d.verdict.replace('_', " ")))
@@ -653,7 +662,7 @@ impl TopView {
             return false;
         }
         self.last_refresh_ns = Some(ctx.now.boot_ns);
-        let rows = parent_rows(ctx.ledger, &Filter::default(), ctx.now.boot_ns, ctx.host);
+        let rows = parent_rows(ctx.ledger, &self.filter, ctx.now.boot_ns, ctx.host);
         self.state.rows = rows
             .iter()
             .map(|r| {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::host::facts::NoHost;
+use crate::model::TickClock;
 
 const US: u64 = 1_000;
 const MS: u64 = 1_000_000;
@@ -395,6 +396,211 @@ fn by_comm_merges_parents_and_the_filter_selects_reapers() {
     }
     assert_eq!(view.groups().count(), 1);
     assert!(view.find(ReapKind::ParentWait, 20).is_some());
+}
+
+#[test]
+fn merging_histograms_equals_recording_every_value_in_one() {
+    let (a, b) = ([3, 70, 5 * US, 9 * MS], [1, 64 * US, 2 * HOUR]);
+    let mut merged = hist(a);
+    merged.merge(&hist(b));
+    merged.merge(&Histogram::default());
+    let whole = hist(a.into_iter().chain(b));
+    assert_eq!(merged.count(), whole.count());
+    assert_eq!(
+        (merged.min_ns(), merged.max_ns()),
+        (whole.min_ns(), whole.max_ns())
+    );
+    assert_eq!(merged.mean_ns(), whole.mean_ns());
+    for q in [0.1, 0.5, 0.9, 0.99] {
+        assert_eq!(merged.percentile(q), whole.percentile(q), "quantile {q}");
+    }
+    assert_eq!(merged.log2_us_buckets(), whole.log2_us_buckets());
+    let mut into_empty = Histogram::default();
+    into_empty.merge(&whole);
+    assert_eq!(into_empty.percentile(0.5), whole.percentile(0.5));
+    assert_eq!(into_empty.min_ns(), Some(1));
+}
+
+/// Where each reaper runs, as a live host would read it: reapers not listed
+/// are gone.
+struct Places(Vec<(ProcKey, Attribution)>, u32);
+
+impl HostFacts for Places {
+    fn process(&mut self, _pid: u32) -> Option<crate::host::facts::ProcFacts> {
+        None
+    }
+    fn pid_pressure(&mut self, _pid: Option<u32>) -> crate::host::pressure::PidPressure {
+        crate::host::pressure::PidPressure::unknown()
+    }
+    fn pressure(&mut self) -> Option<crate::host::facts::Pressure> {
+        None
+    }
+    fn attribution(&mut self, key: ProcKey) -> Option<Attribution> {
+        self.1 += 1;
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, a)| a.clone())
+    }
+}
+
+const DOCKER_A: &str = "0::/system.slice/docker-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.scope\n";
+const DOCKER_B: &str = "0::/system.slice/docker-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.scope\n";
+const CRON: &str = "0::/system.slice/cron.service\n";
+
+/// Reapers 10 and 20 in container A, 30 in container B, 40 in cron (no
+/// container), 50 gone before its place is read.
+fn placed_host() -> Places {
+    Places(
+        vec![
+            (key(10), Attribution::parse(DOCKER_A)),
+            (key(20), Attribution::parse(DOCKER_A)),
+            (key(30), Attribution::parse(DOCKER_B)),
+            (key(40), Attribution::parse(CRON)),
+        ],
+        0,
+    )
+}
+
+fn release_from(view: &mut LatencyView, pids: &[u32], latency_ns: u64) {
+    for &pid in pids {
+        view.on_change(&released(
+            pid,
+            "reaper",
+            ReapKind::ParentWait,
+            ExitTime::At(HOUR),
+            HOUR + latency_ns,
+        ));
+    }
+}
+
+#[test]
+fn by_container_merges_reapers_of_one_container_and_never_guesses_a_gone_one() {
+    let mut host = placed_host();
+    let mut view = LatencyView::new(GroupBy::Container, Filter::default());
+    release_from(&mut view, &[10, 20, 30, 40, 50], MS);
+    assert_eq!(
+        view.groups().count(),
+        0,
+        "nothing is grouped before the places are read"
+    );
+    view.place_reapers(&mut host);
+    assert_eq!(host.1, 5, "each reaper's place is read once");
+    // Later releases go straight to their groups, without another read.
+    release_from(&mut view, &[10, 30], 3 * MS);
+    view.place_reapers(&mut host);
+    assert_eq!(host.1, 5);
+
+    let ledger = Ledger::new(TickClock::new(100), 0, 16);
+    let report = view.report(&ledger, moment(HOUR), 1.0, LostCounts::default(), &mut host);
+    let count_of = |key: &str| {
+        report
+            .groups
+            .iter()
+            .find(|g| g.key == key)
+            .map(|g| g.count)
+            .unwrap_or_else(|| panic!("no group {key} in {:?}", report.groups))
+    };
+    assert_eq!(
+        count_of(&"a".repeat(64)),
+        3,
+        "reapers 10 and 20, then 10 again"
+    );
+    assert_eq!(count_of(&"b".repeat(64)), 2);
+    assert_eq!(count_of("none"), 1, "cron runs in no container");
+    assert_eq!(count_of("unknown"), 1, "reaper 50 was gone");
+    assert_eq!(report.groups.len(), 4);
+    let a = report
+        .groups
+        .iter()
+        .find(|g| g.key.starts_with('a'))
+        .expect("group a");
+    assert_eq!(a.container_runtime, Some("docker"));
+    assert_eq!(a.pid, None);
+    assert_eq!(report.not_attributed, 0);
+    let text = report.to_text();
+    assert!(
+        text.contains("container aaaaaaaaaaaa (docker), latest reaper reaper"),
+        "{text}"
+    );
+    assert!(
+        text.contains("place unknown (the reapers exited before their cgroup was read)"),
+        "{text}"
+    );
+    assert!(text.contains("no container, latest reaper"), "{text}");
+
+    let mut by_unit = LatencyView::new(GroupBy::Unit, Filter::default());
+    release_from(&mut by_unit, &[10, 40], MS);
+    let report = by_unit.report(
+        &ledger,
+        moment(HOUR),
+        1.0,
+        LostCounts::default(),
+        &mut placed_host(),
+    );
+    let keys: Vec<&str> = report.groups.iter().map(|g| g.key.as_str()).collect();
+    assert!(keys.contains(&"cron.service"), "{keys:?}");
+    assert!(
+        keys.contains(&format!("docker-{}.scope", "a".repeat(64)).as_str()),
+        "{keys:?}"
+    );
+
+    let pod = "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_0000_4000_8000_00000000abcd.slice/cri-containerd-cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc.scope\n";
+    let mut by_pod = LatencyView::new(GroupBy::Pod, Filter::default());
+    release_from(&mut by_pod, &[60, 40], MS);
+    let mut host = Places(
+        vec![
+            (key(60), Attribution::parse(pod)),
+            (key(40), Attribution::parse(CRON)),
+        ],
+        0,
+    );
+    let report = by_pod.report(&ledger, moment(HOUR), 1.0, LostCounts::default(), &mut host);
+    let in_pod = report
+        .groups
+        .iter()
+        .find(|g| g.key == "1b2c3d4e-0000-4000-8000-00000000abcd")
+        .unwrap_or_else(|| panic!("no pod group in {:?}", report.groups));
+    assert_eq!((in_pod.count, in_pod.qos_class), (1, Some("burstable")));
+    assert!(
+        report
+            .to_text()
+            .contains("pod 1b2c3d4e-0000-4000-8000-00000000abcd (burstable)")
+    );
+    assert!(report.to_text().contains("no pod, latest reaper"));
+}
+
+#[test]
+fn a_place_filter_keeps_its_reapers_and_says_what_it_could_not_place() {
+    let filter = Filter {
+        container: Some("aaaa".to_owned()),
+        ..Filter::default()
+    };
+    let mut host = placed_host();
+    let mut view = LatencyView::new(GroupBy::Parent, filter);
+    release_from(&mut view, &[10, 20, 30, 40, 50], MS);
+    view.place_reapers(&mut host);
+    // Known verdicts apply on the hot path: 50 stays unplaced, 30 refused.
+    release_from(&mut view, &[50, 30, 10], MS);
+    let ledger = Ledger::new(TickClock::new(100), 0, 16);
+    let report = view.report(&ledger, moment(HOUR), 1.0, LostCounts::default(), &mut host);
+    let pids: Vec<Option<u32>> = report.groups.iter().map(|g| g.pid).collect();
+    assert_eq!(report.groups.len(), 2, "{pids:?}");
+    assert!(
+        pids.contains(&Some(10)) && pids.contains(&Some(20)),
+        "{pids:?}"
+    );
+    assert_eq!(
+        view.find(ReapKind::ParentWait, 10)
+            .map(|g| g.latency.count()),
+        Some(2)
+    );
+    assert_eq!(report.not_attributed, 2, "reaper 50's two releases");
+    assert!(
+        report.to_text().contains("not counted: 2 releases"),
+        "{}",
+        report.to_text()
+    );
 }
 
 #[test]

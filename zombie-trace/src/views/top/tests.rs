@@ -46,10 +46,19 @@ impl Consumer for Feed {
 /// after its start (the end if None), with `setup` applied to the state
 /// first (selection, detail, filter).
 fn recorded(at_s: Option<f64>, setup: impl FnOnce(&mut TopState)) -> TopState {
+    recorded_through(Filter::default(), at_s, setup)
+}
+
+/// [`recorded`], showing only the parents `filter` lets through.
+fn recorded_through(
+    filter: Filter,
+    at_s: Option<f64>,
+    setup: impl FnOnce(&mut TopState),
+) -> TopState {
     let opened = reader::open(std::path::Path::new(FIXTURE)).expect("the fixture opens");
     let mut state = TopState::new(20, false, None);
     setup(&mut state);
-    let mut feed = Feed(TopView::new(state));
+    let mut feed = Feed(TopView::new(state, filter));
     let options = ReplayOptions {
         report_interval: Some(std::time::Duration::from_secs(1)),
         stop_at_boot_ns: at_s.map(|s| opened.header.started.boot_ns + (s * 1e9) as u64),
@@ -92,7 +101,7 @@ fn with_detail(pid: u32) -> TopState {
     let mut state = TopState::new(20, false, None);
     state.detail_open = true;
     state.filter = pid.to_string();
-    let mut feed = Feed(TopView::new(state));
+    let mut feed = Feed(TopView::new(state, Filter::default()));
     let options = ReplayOptions {
         report_interval: Some(std::time::Duration::from_secs(1)),
         stop_at_boot_ns: None,
@@ -189,7 +198,7 @@ fn the_detail_pane_at_120x40_with_sigchld_waits_adopter_and_remediation() {
 fn a_reaping_parents_latency_histogram() {
     // delayed-reaper waits ~60 ms for each child: its histogram has them.
     let opened = reader::open(std::path::Path::new(FIXTURE)).expect("opens");
-    let mut view = TopView::new(TopState::new(20, false, None));
+    let mut view = TopView::new(TopState::new(20, false, None), Filter::default());
     let options = ReplayOptions {
         report_interval: Some(std::time::Duration::from_secs(1)),
         stop_at_boot_ns: None,
@@ -512,4 +521,38 @@ fn replay_controls() {
     assert_eq!(on_key(&mut s, key(KeyCode::Esc)), Action::Redraw);
     assert_eq!(s.mode, InputMode::Normal);
     assert_eq!(parse_offset("+2m"), Ok(120_000_000_000));
+}
+
+#[test]
+fn a_command_line_filter_scopes_rows_totals_and_alerts_and_says_so() {
+    let whole = recorded(None, |_| {});
+    let filter = Filter {
+        pid: Some(HANDLER_REMOVED),
+        ..Filter::default()
+    };
+    let state = recorded_through(filter, None, |_| {});
+    let pids: Vec<u32> = state.rows.iter().map(|r| r.key.pid).collect();
+    assert_eq!(pids, [HANDLER_REMOVED]);
+    let row = &state.rows[0];
+    assert_eq!(state.header.pending, u64::from(row.pending));
+    assert!(
+        state.header.pending < whole.header.pending,
+        "{:?}",
+        whole.header
+    );
+    assert!(
+        state
+            .alerts
+            .iter()
+            .all(|a| a.text.contains(&format!("pid {HANDLER_REMOVED} "))),
+        "{:?}",
+        state.alerts
+    );
+    let text = screen(&state, 120, 24);
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.contains(&format!("only --pid {HANDLER_REMOVED}"))),
+        "{text}"
+    );
 }
