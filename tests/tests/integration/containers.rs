@@ -701,3 +701,186 @@ fn latency_groups_reapers_by_container_and_unit_live_and_from_a_recording() {
     assert!(!ok && stderr.contains("--as latency"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A node's log root as the kubelet lays it out for one pod and one of its
+/// containers (names only: the files are empty), removed on drop.
+struct KubeletLogs(PathBuf);
+
+impl KubeletLogs {
+    fn new(namespace: &str, pod: &str, uid: &str, container: &str, id: &str) -> KubeletLogs {
+        let root = std::env::temp_dir().join(format!("zt-kubelet-logs-{}", std::process::id()));
+        let pod_dir = root.join("pods").join(format!("{namespace}_{pod}_{uid}"));
+        std::fs::create_dir_all(pod_dir.join(container)).expect("pods/");
+        std::fs::create_dir_all(root.join("containers")).expect("containers/");
+        std::fs::write(
+            root.join("containers")
+                .join(format!("{pod}_{namespace}_{container}-{id}.log")),
+            "",
+        )
+        .expect("a container's log name");
+        KubeletLogs(root)
+    }
+}
+
+impl Drop for KubeletLogs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A kubelet's read-only port on 127.0.0.1 answering `GET /pods` with
+/// `pod_list` until the test ends.
+fn fake_kubelet(pod_list: String) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut line = String::new();
+            // The request line and headers, up to the blank line.
+            while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let answer =
+                format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{pod_list}");
+            let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn pod_names_from_the_kubelet_name_the_leakers_pod_namespace_and_container() {
+    if !privileged() {
+        return;
+    }
+    let (_, want) = layouts()
+        .into_iter()
+        .find(|(_, w)| w.pod_uid.is_some() && w.container_id.is_some())
+        .expect("a Kubernetes layout");
+    let (uid, id) = (
+        want.pod_uid.clone().expect("a UID"),
+        want.container_id.clone().expect("an id"),
+    );
+    let cgroup = PlacedCgroup::create(&want.path);
+    let leaker = Workload::start_in(&cgroup.dirs, "never-waits", &["4"]);
+    let pid = leaker.pid();
+
+    // From the kubelet's log names: watch --json names the pod, its
+    // namespace and the container, and says where the names come from.
+    let logs = KubeletLogs::new("shop", "web-7d9f8b6c5-x2x4z", &uid, "app-server", &id);
+    let duration = format!("{:.1}", budget(Duration::from_secs(1)).as_secs_f64());
+    let root = logs.0.to_string_lossy().into_owned();
+    let (ok, stdout, stderr) = run(&[
+        "watch",
+        "--json",
+        "--interval",
+        "0.3",
+        "--duration",
+        &duration,
+        "--pod-names",
+        &root,
+    ]);
+    assert!(ok, "watch --pod-names failed: {stderr}");
+    assert!(
+        stderr.contains("naming pods and containers from"),
+        "{stderr}"
+    );
+    let row = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|r| {
+            r["parents"]
+                .as_array()?
+                .iter()
+                .find(|p| p["pid"] == pid)
+                .cloned()
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("no report names leaker {pid}:\n{stdout}"));
+    assert_eq!(row["pod"], "web-7d9f8b6c5-x2x4z", "{row}");
+    assert_eq!(row["namespace"], "shop", "{row}");
+    assert_eq!(row["container"], "app-server", "{row}");
+    check_row("named by the kubelet's logs", &row, &want);
+    let (ok, text, stderr) = run(&[
+        "explain",
+        "--proc-only",
+        "--pod-names",
+        &root,
+        &pid.to_string(),
+    ]);
+    assert!(ok, "explain --pod-names failed: {stderr}");
+    let named = format!(
+        "runs in container app-server ({}, containerd) in pod shop/web-7d9f8b6c5-x2x4z (burstable)",
+        &id[..12]
+    );
+    assert!(
+        text.contains(&named),
+        "explain does not say {named}:\n{text}"
+    );
+
+    // From the kubelet's read-only pod list: the metrics carry the names.
+    let pod_list = format!(
+        r#"{{"kind":"PodList","items":[{{"metadata":{{"name":"web-7d9f8b6c5-x2x4z","namespace":"shop","uid":"{uid}"}},"status":{{"containerStatuses":[{{"name":"app-server","containerID":"containerd://{id}"}}]}}}}]}}"#
+    );
+    let kubelet = format!("http://127.0.0.1:{}", fake_kubelet(pod_list));
+    let serve = Serve::start(&["--pod-names", &kubelet]);
+    let labels = format!(
+        "pid=\"{pid}\",container_id=\"{id}\",pod_uid=\"{uid}\",namespace=\"shop\",pod=\"web-7d9f8b6c5-x2x4z\",container=\"app-server\""
+    );
+    let deadline = std::time::Instant::now() + budget(TIMEOUT);
+    loop {
+        let (body, _) = serve.scrape();
+        if sample(&body, "zombietrace_parent_pending_zombies", &labels) == Some(4.0) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("no series {labels} = 4 in /metrics:\n{body}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(serve);
+
+    // A source that cannot be read: one line, and the ids still name it.
+    let missing = format!("{root}-missing");
+    let (ok, stdout, stderr) = run(&[
+        "watch",
+        "--json",
+        "--interval",
+        "0.3",
+        "--duration",
+        &duration,
+        "--pod-names",
+        &missing,
+    ]);
+    assert!(ok, "watch with an unreadable --pod-names failed: {stderr}");
+    let notes: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("pod names:"))
+        .collect();
+    assert_eq!(notes.len(), 1, "one line: {stderr}");
+    assert!(notes[0].contains(&missing), "{stderr}");
+    let row = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|r| {
+            r["parents"]
+                .as_array()?
+                .iter()
+                .find(|p| p["pid"] == pid)
+                .cloned()
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("no report names leaker {pid}:\n{stdout}"));
+    assert!(
+        row.get("pod").is_none(),
+        "no name without the kubelet: {row}"
+    );
+    assert_eq!(json_str(&row["pod_uid"]), Some(uid));
+    let (ok, _, stderr) = run(&["watch", "--pod-names", "https://127.0.0.1:10250"]);
+    assert!(!ok && stderr.contains("TLS"), "{stderr}");
+
+    drop(leaker);
+    drop(cgroup);
+}

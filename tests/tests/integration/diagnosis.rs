@@ -132,7 +132,7 @@ fn a_subreaper_that_never_reaps_is_the_one_that_must_reap() {
         assert_eq!(d.process.subreaper, Some(true));
         // Asked about one of the orphans, zombie-trace names the subreaper.
         let orphan = workload.pids("orphans")[0];
-        let e = explain_proc_only(orphan).expect("explain an orphan");
+        let e = explain_proc_only(orphan, None).expect("explain an orphan");
         assert!(e.target_is_zombie);
         assert_eq!(
             e.diagnosis.pid,

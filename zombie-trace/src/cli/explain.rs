@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use clap::Args;
 use zombie_trace::engine::explain::{explain_live, explain_proc_only, parse_pid};
+use zombie_trace::host::podnames::PodNamesSource;
 use zombie_trace::kernel::check::privilege_problem;
 use zombie_trace::kernel::tracer::TracerOptions;
 
-use super::{EXIT_USAGE, positive_seconds, runtime};
+use super::{EXIT_USAGE, open_pod_names, positive_seconds, runtime};
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -26,6 +27,9 @@ pub struct ExplainArgs {
     /// Diagnose from /proc only, even with root.
     #[arg(long)]
     proc_only: bool,
+    /// Name its pod and container from the kubelet (as for `watch`).
+    #[arg(long, value_name = "SOURCE", value_parser = PodNamesSource::parse)]
+    pod_names: Option<PodNamesSource>,
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -37,14 +41,16 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
+    let names = open_pod_names(args.pod_names.as_ref());
     let result = if live {
         runtime()?.block_on(explain_live(
             pid,
             Duration::from_secs_f64(args.observe),
             TracerOptions::default(),
+            names,
         ))
     } else {
-        explain_proc_only(pid)
+        explain_proc_only(pid, names)
     };
     let explanation = match result {
         Ok(explanation) => explanation,

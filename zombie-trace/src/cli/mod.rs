@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use zombie_trace::engine::live::Session;
+use zombie_trace::host::podnames::{PodNames, PodNamesSource};
 use zombie_trace::kernel::check::privilege_problem_of;
 use zombie_trace::kernel::tracer::TracerOptions;
 use zombie_trace::views::report::Filter;
@@ -145,6 +146,13 @@ pub struct TraceArgs {
     /// reports show lost events.
     #[arg(long, default_value_t = DEFAULT_RING_BYTES)]
     ring_bytes: u32,
+    /// Name pods and containers (pod, namespace, container) from the
+    /// kubelet: a node's log root (`/var/log`, whose `pods/` and
+    /// `containers/` the kubelet names) or its read-only port
+    /// (`http://127.0.0.1:10255`). Off by default: pods and containers are
+    /// named by UID and id, from their cgroup.
+    #[arg(long, value_name = "SOURCE", value_parser = PodNamesSource::parse)]
+    pod_names: Option<PodNamesSource>,
 }
 
 impl TraceArgs {
@@ -156,12 +164,34 @@ impl TraceArgs {
     }
 
     pub fn start_session(&self) -> anyhow::Result<Session> {
-        Ok(Session::start(self.options())?)
+        let mut session = Session::start(self.options())?;
+        self.name_pods(&mut session);
+        Ok(session)
+    }
+
+    /// Turns `--pod-names` on in `session`.
+    pub fn name_pods(&self, session: &mut Session) {
+        if let Some(names) = open_pod_names(self.pod_names.as_ref()) {
+            session.name_pods(names);
+        }
     }
 
     pub fn duration(&self) -> Option<Duration> {
         self.duration.map(Duration::from_secs_f64)
     }
+}
+
+/// Opens `--pod-names`'s source, saying in one line where names come from,
+/// or why they cannot (names are then left out, and asked again later).
+pub fn open_pod_names(source: Option<&PodNamesSource>) -> Option<PodNames> {
+    let source = source?.clone();
+    let described = source.describe();
+    let (names, note) = PodNames::open(source);
+    match note {
+        Some(note) => eprintln!("zombie-trace: {note}"),
+        None => eprintln!("zombie-trace: naming pods and containers from {described}"),
+    }
+    Some(names)
 }
 
 pub fn positive_seconds(s: &str) -> Result<f64, String> {

@@ -77,7 +77,9 @@ pub fn start_recording(
     let started = facts::now()?;
     let recorder = Recorder::create(path, command, started, tick_interval, max_bytes)?;
     let log: Box<dyn InputLog> = Box::new(recorder);
-    Ok(Session::start_logged(trace.options(), Some(log))?)
+    let mut session = Session::start_logged(trace.options(), Some(log))?;
+    trace.name_pods(&mut session);
+    Ok(session)
 }
 
 /// Records and shows nothing.

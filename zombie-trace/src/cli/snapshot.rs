@@ -4,11 +4,12 @@ use std::process::ExitCode;
 
 use clap::Args;
 use zombie_trace::engine::live::ledger_from_proc;
-use zombie_trace::host::facts::{self, HostFacts, LiveHost};
+use zombie_trace::host::facts::{self, HostFacts, LiveHost, NamingHost};
+use zombie_trace::host::podnames::PodNamesSource;
 use zombie_trace::host::procfs;
 use zombie_trace::views::report::Snapshot;
 
-use super::{FilterArgs, Output};
+use super::{FilterArgs, Output, open_pod_names};
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
@@ -17,6 +18,9 @@ pub struct SnapshotArgs {
     json: bool,
     #[command(flatten)]
     filter: FilterArgs,
+    /// Name pods and containers from the kubelet (as for `watch`).
+    #[arg(long, value_name = "SOURCE", value_parser = PodNamesSource::parse)]
+    pod_names: Option<PodNamesSource>,
 }
 
 pub fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
@@ -30,7 +34,9 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         tasks,
         pid_max,
         now,
-        &mut LiveHost,
+        &mut NamingHost {
+            names: open_pod_names(args.pod_names.as_ref()),
+        },
     );
     Output::new(args.json).either(&snapshot, Snapshot::to_text)?;
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::engine::live::{Session, SessionError, ledger_from_proc};
 use crate::engine::{Consumer, Context};
-use crate::host::facts::{self, LiveHost};
+use crate::host::facts::{self, NamingHost};
+use crate::host::podnames::PodNames;
 use crate::host::procfs::{self, ProcError};
 use crate::kernel::tracer::{TracerError, TracerOptions};
 use crate::model::Change;
@@ -55,12 +56,20 @@ fn subject(pid: u32) -> Result<(u32, bool), ExplainError> {
 }
 
 /// Diagnosis from one /proc scan: no wait behaviour, no live changes.
-pub fn explain_proc_only(pid: u32) -> Result<Explanation, ExplainError> {
+/// Pods and containers are named by `names` when given.
+pub fn explain_proc_only(pid: u32, names: Option<PodNames>) -> Result<Explanation, ExplainError> {
     let (subject, target_is_zombie) = subject(pid)?;
     let now = facts::now()?;
     let (ledger, _) = ledger_from_proc(now.boot_ns)?;
-    let diagnosis = diagnose(&ledger, subject, false, None, now, &mut LiveHost)
-        .ok_or(ExplainError::NoSuchProcess(subject))?;
+    let diagnosis = diagnose(
+        &ledger,
+        subject,
+        false,
+        None,
+        now,
+        &mut NamingHost { names },
+    )
+    .ok_or(ExplainError::NoSuchProcess(subject))?;
     Ok(Explanation {
         target: pid,
         target_is_zombie,
@@ -99,9 +108,13 @@ pub async fn explain_live(
     pid: u32,
     observe: Duration,
     options: TracerOptions,
+    names: Option<PodNames>,
 ) -> Result<Explanation, ExplainError> {
     let (subject, target_is_zombie) = subject(pid)?;
     let mut session = Session::start(options)?;
+    if let Some(names) = names {
+        session.name_pods(names);
+    }
     let mut observer = Observer {
         subject,
         growth: GrowthTracker::default(),

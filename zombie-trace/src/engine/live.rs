@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::engine::{Consumer, Context, Counting, Query};
 use crate::host::cgroup::Attribution;
 use crate::host::facts::{self, AttributionCache, HostFacts, LiveHost, Pressure, ProcFacts};
+use crate::host::podnames::PodNames;
 use crate::host::pressure::PidPressure;
 use crate::host::procfs::{self, ProcError, ProcStat, ScanSummary};
 use crate::host::scan::{scan, vpid_resolver};
@@ -324,6 +325,12 @@ impl Session {
             reapers_met: FxHashSet::default(),
             reapers_new: Vec::new(),
         })
+    }
+
+    /// Names pods and containers from `names` too (`--pod-names`), in
+    /// every view and in the recording.
+    pub fn name_pods(&mut self, names: PodNames) {
+        self.attributions = AttributionCache::naming(names);
     }
 
     /// The ledger's health, with the loss counters read now.

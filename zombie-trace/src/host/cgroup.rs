@@ -226,6 +226,15 @@ pub struct Attribution {
     /// The Kubernetes pod UID, dashed (`kubepods-burstable-pod1b2c_...slice` gives `1b2c-...`).
     pub pod_uid: Option<String>,
     pub qos: Option<QosClass>,
+    /// The pod's name, its namespace and the container's name: from the
+    /// kubelet with `--pod-names` ([`crate::host::podnames`]), never from
+    /// the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
 }
 
 impl Attribution {
@@ -264,6 +273,9 @@ impl Attribution {
             runtime,
             pod_uid,
             qos,
+            pod_name: None,
+            namespace: None,
+            container_name: None,
         }
     }
 
@@ -291,19 +303,26 @@ impl Attribution {
         let qos = self
             .qos
             .map_or_else(String::new, |q| format!(" ({})", q.as_str()));
-        let in_pod = match &self.pod_uid {
-            Some(uid) => format!(" in pod {uid}{qos}"),
+        let pod = match (&self.pod_name, &self.namespace, &self.pod_uid) {
+            (Some(name), Some(namespace), _) => Some(format!("{namespace}/{name}")),
+            (_, _, uid) => uid.clone(),
+        };
+        let in_pod = match &pod {
+            Some(pod) => format!(" in pod {pod}{qos}"),
             None => String::new(),
         };
         let phrase = if let Some(id) = self.short_container_id() {
-            match self.runtime {
-                Some(runtime) => format!("container {id} ({}){in_pod}", runtime.as_str()),
-                None => format!("container {id}{in_pod}"),
-            }
+            let what = match (&self.container_name, self.runtime) {
+                (Some(name), Some(runtime)) => format!("{name} ({id}, {})", runtime.as_str()),
+                (Some(name), None) => format!("{name} ({id})"),
+                (None, Some(runtime)) => format!("{id} ({})", runtime.as_str()),
+                (None, None) => id.to_owned(),
+            };
+            format!("container {what}{in_pod}")
         } else if let Some(unit) = &self.unit {
             format!("unit {unit}{in_pod}")
-        } else if let Some(uid) = &self.pod_uid {
-            format!("pod {uid}{qos}")
+        } else if let Some(pod) = &pod {
+            format!("pod {pod}{qos}")
         } else {
             format!("cgroup {}", self.cgroup)
         };
@@ -618,6 +637,9 @@ mod tests {
                 runtime: Some(Runtime::Docker),
                 pod_uid: None,
                 qos: None,
+                pod_name: None,
+                namespace: None,
+                container_name: None,
             }
         );
         assert_eq!(a.short_container_id(), Some("ca978112ca1b"));
@@ -767,6 +789,9 @@ mod tests {
                 runtime: Some(Runtime::Containerd),
                 pod_uid: owned(UID),
                 qos: Some(QosClass::Burstable),
+                pod_name: None,
+                namespace: None,
+                container_name: None,
             }
         );
         assert_eq!(
@@ -869,6 +894,9 @@ mod tests {
                 runtime: None,
                 pod_uid: owned(UID),
                 qos: Some(QosClass::Burstable),
+                pod_name: None,
+                namespace: None,
+                container_name: None,
             }
         );
         assert_eq!(
@@ -963,6 +991,9 @@ mod tests {
                 runtime: Some(Runtime::Podman),
                 pod_uid: None,
                 qos: None,
+                pod_name: None,
+                namespace: None,
+                container_name: None,
             }
         );
     }

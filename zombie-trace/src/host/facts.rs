@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use rustc_hash::FxHashMap;
 
 use crate::host::cgroup::{self, Attribution};
+use crate::host::podnames::PodNames;
 use crate::host::pressure::{PidPressure, host_tasks};
 use crate::host::procfs::{self, ProcError, SigMasks};
 use crate::model::{Moment, ProcKey};
@@ -112,6 +113,36 @@ impl HostFacts for LiveHost {
     }
 }
 
+/// This machine's /proc, with pods and containers named by the kubelet
+/// when `names` is given (`--pod-names`): for the commands that read /proc
+/// without a live session (`snapshot`, `explain --proc-only`).
+#[derive(Debug, Default)]
+pub struct NamingHost {
+    pub names: Option<PodNames>,
+}
+
+impl HostFacts for NamingHost {
+    fn process(&mut self, pid: u32) -> Option<ProcFacts> {
+        LiveHost.process(pid)
+    }
+
+    fn pid_pressure(&mut self, pid: Option<u32>) -> PidPressure {
+        LiveHost.pid_pressure(pid)
+    }
+
+    fn pressure(&mut self) -> Option<Pressure> {
+        LiveHost.pressure()
+    }
+
+    fn attribution(&mut self, key: ProcKey) -> Option<Attribution> {
+        let mut attribution = read_attribution(key);
+        if let (Some(names), Some(a)) = (self.names.as_mut(), attribution.as_mut()) {
+            names.name(a);
+        }
+        attribution
+    }
+}
+
 /// A host that answers nothing: for views' unit tests, which build a ledger
 /// by hand and have no /proc to ask.
 #[cfg(test)]
@@ -153,20 +184,37 @@ pub fn read_attribution(key: ProcKey) -> Option<Attribution> {
 #[derive(Debug, Default)]
 pub struct AttributionCache {
     known: FxHashMap<ProcKey, Option<Attribution>>,
+    /// Kubernetes names, when asked for (`--pod-names`).
+    names: Option<PodNames>,
 }
 
 impl AttributionCache {
     pub const CAPACITY: usize = 4096;
 
-    /// `key`'s attribution, read with [`read_attribution`] the first time.
+    /// A cache that also names pods and containers from `names`.
+    pub fn naming(names: PodNames) -> Self {
+        Self {
+            known: FxHashMap::default(),
+            names: Some(names),
+        }
+    }
+
+    /// `key`'s attribution, read with [`read_attribution`] the first time
+    /// (and named, until it has its names, each time).
     pub fn get(&mut self, key: ProcKey) -> Option<Attribution> {
-        if let Some(known) = self.known.get(&key) {
+        if let Some(known) = self.known.get_mut(&key) {
+            if let (Some(names), Some(attribution)) = (self.names.as_mut(), known.as_mut()) {
+                names.name(attribution);
+            }
             return known.clone();
         }
         if self.known.len() >= Self::CAPACITY {
             self.known.clear();
         }
-        let read = read_attribution(key);
+        let mut read = read_attribution(key);
+        if let (Some(names), Some(attribution)) = (self.names.as_mut(), read.as_mut()) {
+            names.name(attribution);
+        }
         self.known.insert(key, read.clone());
         read
     }

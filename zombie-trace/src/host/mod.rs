@@ -2,6 +2,7 @@
 pub mod cgroup;
 pub mod facts;
 pub mod mounts;
+pub mod podnames;
 pub mod pressure;
 pub mod procfs;
 pub mod scan;

@@ -160,6 +160,7 @@ impl MetricsView {
                     container_id: String::new(),
                     pod_uid: String::new(),
                     unit: String::new(),
+                    names: None,
                 }
             })
             .collect();
@@ -223,6 +224,7 @@ impl MetricsView {
                     container_id: a.container_id.clone().unwrap_or_default(),
                     pod_uid: a.pod_uid.clone().unwrap_or_default(),
                     unit: a.unit.clone().unwrap_or_default(),
+                    names: KubernetesNames::of(&a),
                     pending: 0,
                 });
             point.pending += u64::from(p.pending);
@@ -277,6 +279,38 @@ struct ParentPoint {
     container_id: String,
     pod_uid: String,
     unit: String,
+    /// With `--pod-names`, when the kubelet names them.
+    names: Option<KubernetesNames>,
+}
+
+/// The `namespace`, `pod` and `container` labels.
+#[derive(Clone, Debug, PartialEq)]
+struct KubernetesNames {
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+impl KubernetesNames {
+    fn of(a: &Attribution) -> Option<Self> {
+        Some(Self {
+            namespace: a.namespace.clone()?,
+            pod: a.pod_name.clone()?,
+            container: a.container_name.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Added to a series' labels: only when known, as an empty label is
+    /// the same as none to Prometheus.
+    fn extend(names: Option<&Self>, labels: &mut Vec<(&'static str, String)>) {
+        if let Some(n) = names {
+            labels.push(("namespace", n.namespace.clone()));
+            labels.push(("pod", n.pod.clone()));
+            if !n.container.is_empty() {
+                labels.push(("container", n.container.clone()));
+            }
+        }
+    }
 }
 
 impl ParentPoint {
@@ -285,17 +319,20 @@ impl ParentPoint {
             self.container_id = a.container_id.clone().unwrap_or_default();
             self.pod_uid = a.pod_uid.clone().unwrap_or_default();
             self.unit = a.unit.clone().unwrap_or_default();
+            self.names = KubernetesNames::of(a);
         }
     }
 
-    fn labels(&self) -> [(&'static str, String); 5] {
-        [
+    fn labels(&self) -> Vec<(&'static str, String)> {
+        let mut labels = vec![
             ("pid", self.pid.to_string()),
             ("comm", self.comm.clone()),
             ("container_id", self.container_id.clone()),
             ("pod_uid", self.pod_uid.clone()),
             ("unit", self.unit.clone()),
-        ]
+        ];
+        KubernetesNames::extend(self.names.as_ref(), &mut labels);
+        labels
     }
 }
 
@@ -306,6 +343,7 @@ struct CgroupPoint {
     container_id: String,
     pod_uid: String,
     unit: String,
+    names: Option<KubernetesNames>,
     pending: u64,
 }
 
@@ -510,12 +548,13 @@ impl Collector for Snapshot {
                 MetricType::Gauge,
             )?;
             for c in &self.cgroups {
-                let labels = [
+                let mut labels = vec![
                     ("cgroup", c.cgroup.clone()),
                     ("container_id", c.container_id.clone()),
                     ("pod_uid", c.pod_uid.clone()),
                     ("unit", c.unit.clone()),
                 ];
+                KubernetesNames::extend(c.names.as_ref(), &mut labels);
                 ConstGauge::new(c.pending as i64).encode(family.encode_family(&labels)?)?;
             }
         }

@@ -139,6 +139,14 @@ pub struct ParentRow {
     pub container_runtime: Option<Runtime>,
     pub pod_uid: Option<String>,
     pub qos_class: Option<QosClass>,
+    /// With `--pod-names`: the pod's name and namespace and the
+    /// container's name, as the kubelet gives them (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 impl ParentRow {
@@ -168,8 +176,14 @@ impl ParentRow {
             container_runtime: None,
             pod_uid: None,
             qos_class: None,
+            pod: None,
+            namespace: None,
+            container: None,
         };
         if let Some(a) = place {
+            row.pod = a.pod_name;
+            row.namespace = a.namespace;
+            row.container = a.container_name;
             row.cgroup = Some(a.cgroup);
             row.unit = a.unit;
             row.container_id = a.container_id;
@@ -186,15 +200,16 @@ impl ParentRow {
     pub fn where_text(&self) -> String {
         let container = self.container_id.as_deref().map(|id| {
             let short = id.get(..12).unwrap_or(id);
-            match self.container_runtime {
-                Some(runtime) => format!("{} {short}", runtime.as_str()),
-                None => format!("container {short}"),
+            match (&self.container, self.container_runtime) {
+                (Some(name), _) => format!("container {name}"),
+                (None, Some(runtime)) => format!("{} {short}", runtime.as_str()),
+                (None, None) => format!("container {short}"),
             }
         });
-        let pod = self
-            .pod_uid
-            .as_deref()
-            .map(|uid| format!("pod {}", uid.get(..8).unwrap_or(uid)));
+        let pod = match (&self.pod, &self.namespace, self.pod_uid.as_deref()) {
+            (Some(name), Some(namespace), _) => Some(format!("pod {namespace}/{name}")),
+            (_, _, uid) => uid.map(|uid| format!("pod {}", uid.get(..8).unwrap_or(uid))),
+        };
         match (pod, container) {
             (Some(pod), Some(container)) => format!("{pod} {container}"),
             (Some(pod), None) => pod,

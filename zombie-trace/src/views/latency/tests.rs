@@ -657,6 +657,9 @@ fn interval_latency_counts_own_waits_and_resets() {
         container_runtime: None,
         pod_uid: None,
         qos_class: None,
+        pod: None,
+        namespace: None,
+        container: None,
     };
     let mut rows = [row(1), row(9)];
     interval.annotate(&mut rows);
