@@ -418,14 +418,17 @@ fn is_libllvm_name(name: &str) -> bool {
 /// headless Chromium opens the HTML incident report in a real browser; a
 /// real Prometheus scrapes `serve` and evaluates the shipped alert rules,
 /// and its promtool checks them; tmux runs `top` in a real terminal; qemu
-/// boots the kernel matrix's guests (`cargo xtask vmtest`); all in one
+/// boots the kernel matrix's guests (`cargo xtask vmtest`); setpriv runs the
+/// tracer as a non-root user with only the capabilities the README lists
+/// (util-linux: on every Debian, but not on every image); all in one
 /// `apt-get update` and install.
-pub const TEST_PACKAGES: [(&str, &str); 5] = [
+pub const TEST_PACKAGES: [(&str, &str); 6] = [
     ("chromium", "chromium"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
     ("tmux", "tmux"),
     (crate::vmtest::QEMU, "qemu-system-x86"),
+    ("setpriv", "util-linux"),
 ];
 
 /// Installs the Debian packages of `packages` whose command is missing

@@ -163,6 +163,11 @@ impl UnprivilegedBinary {
         Self { dir, path }
     }
 
+    /// The copy itself.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// The world-readable directory the copy is in (for files nobody must read).
     pub fn dir(&self) -> &std::path::Path {
         &self.dir

@@ -325,12 +325,15 @@ fn missing_btf_and_unmountable_tracefs_name_the_fix() {
     assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
 
     let err = zombie_trace::kernel::tracefs::TraceFsError::MountPermission {
-        error: std::io::Error::from_raw_os_error(libc::EPERM),
+        errno: zombie_trace::kernel::check::errno_name(Some(libc::EPERM)),
+        missing: " (missing: CAP_SYS_ADMIN)".to_owned(),
     }
     .to_string();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("mount -t tracefs tracefs"), "{err}");
     assert!(err.contains("root"), "{err}");
+    assert!(err.contains("(EPERM)"), "{err}");
+    assert!(err.contains("missing: CAP_SYS_ADMIN"), "{err}");
 }
 
 /// The safety net behind the free events: with them switched off, a parent

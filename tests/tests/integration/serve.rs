@@ -17,11 +17,17 @@ pub(crate) struct Serve {
 
 impl Serve {
     pub(crate) fn start(extra: &[&str]) -> Serve {
+        Serve::start_with(Command::new(bin_path("zombie-trace")), extra)
+    }
+
+    /// `serve` run by `zombie_trace`, a command that ends in the binary (a
+    /// `setpriv ... -- zombie-trace` that execs it, keeping its PID).
+    pub(crate) fn start_with(mut zombie_trace: Command, extra: &[&str]) -> Serve {
         // A free loopback port: bind, read it, release it for serve.
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
-        let child = Command::new(bin_path("zombie-trace"))
+        let child = zombie_trace
             .args(["serve", "--listen", &addr.to_string()])
             .args(extra)
             .stdin(Stdio::null())

@@ -15,20 +15,21 @@ pub fn scan() -> Result<(Vec<ProcStat>, ScanSummary), ProcError> {
 /// For a zombie found in /proc, its PID as its parent's PID namespace sees
 /// it (what the parent's wait will return). Equal to the PID unless the
 /// parent lives in another PID namespace; that is checked once per parent.
+///
+/// The parent's namespace depth is read from `NSpid` in its
+/// `/proc/PID/status`, which anyone may read, not from the `ns/pid` link,
+/// which the kernel guards with a ptrace access check: a tracer without
+/// CAP_SYS_PTRACE could not read it for other users' processes, and would
+/// index their zombies by the wrong PID.
 pub fn vpid_resolver() -> impl FnMut(&ProcStat) -> u32 {
-    let own_ns = std::fs::read_link("/proc/self/ns/pid").ok();
     let mut parent_level: HashMap<u32, Option<usize>> = HashMap::new();
     move |st: &ProcStat| {
-        if !st.is_zombie() || own_ns.is_none() {
+        if !st.is_zombie() {
             return st.pid;
         }
         let level = *parent_level.entry(st.ppid).or_insert_with(|| {
-            let ns = std::fs::read_link(format!("/proc/{}/ns/pid", st.ppid)).ok();
-            if ns.is_none() || ns == own_ns {
-                None
-            } else {
-                ns_pids(st.ppid).map(|pids| pids.len().saturating_sub(1))
-            }
+            // One entry per namespace from ours down: one means ours.
+            ns_pids(st.ppid).and_then(|pids| (pids.len() > 1).then(|| pids.len() - 1))
         });
         level
             .and_then(|level| ns_pids(st.pid)?.get(level).copied())

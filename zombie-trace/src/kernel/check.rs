@@ -25,6 +25,84 @@ pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
 /// `CAP_BPF` (Linux 5.8+): loading BPF programs and creating maps.
 pub const CAP_BPF: u32 = 39;
+/// `CAP_DAC_READ_SEARCH`: read any file, search any directory. tracefs is
+/// mode 0700 for its owner (uid 0): a tracer running as another uid needs
+/// it to read the tracepoint formats and ids.
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
+/// `CAP_SYS_PTRACE`: optional. The kernel hides `/proc/PID/wchan` of
+/// another user's process behind a ptrace access check; without it a
+/// diagnosis does not say where that process sleeps.
+pub const CAP_SYS_PTRACE: u32 = 19;
+
+/// The capabilities a live command needs to load and attach its programs.
+pub const BPF_CAPS: [u32; 2] = [CAP_BPF, CAP_PERFMON];
+
+/// The name of capability `cap`, as capabilities(7) spells it.
+pub fn cap_name(cap: u32) -> &'static str {
+    match cap {
+        CAP_DAC_READ_SEARCH => "CAP_DAC_READ_SEARCH",
+        CAP_SYS_PTRACE => "CAP_SYS_PTRACE",
+        CAP_SYS_ADMIN => "CAP_SYS_ADMIN",
+        CAP_PERFMON => "CAP_PERFMON",
+        CAP_BPF => "CAP_BPF",
+        _ => "another capability",
+    }
+}
+
+/// The capabilities of `wanted` that `caps` lacks, by name (CAP_SYS_ADMIN
+/// stands in for CAP_BPF and CAP_PERFMON, as the kernel lets it).
+pub fn missing_caps(caps: u64, wanted: &[u32]) -> Vec<&'static str> {
+    wanted
+        .iter()
+        .filter(|&&cap| {
+            let admin_covers = matches!(cap, CAP_BPF | CAP_PERFMON) && has_cap(caps, CAP_SYS_ADMIN);
+            !has_cap(caps, cap) && !admin_covers
+        })
+        .map(|&cap| cap_name(cap))
+        .collect()
+}
+
+/// This process's effective capabilities (`CapEff` of /proc/self/status),
+/// `None` when they cannot be read.
+pub fn effective_caps() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .as_deref()
+        .and_then(parse_cap_eff)
+}
+
+/// What to add to a refusal's fix: which of `wanted` this process lacks,
+/// or, when it has them all, that something else refuses (a seccomp
+/// filter, a security module).
+pub fn missing_caps_note(wanted: &[u32]) -> String {
+    match effective_caps() {
+        Some(caps) => match missing_caps(caps, wanted).as_slice() {
+            [] => format!(
+                " (this process has {}: a seccomp filter or a security module refuses it)",
+                wanted
+                    .iter()
+                    .map(|&cap| cap_name(cap))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+            missing => format!(" (missing: {})", missing.join(", ")),
+        },
+        None => " (this process's capabilities could not be read)".to_owned(),
+    }
+}
+
+/// `EPERM` for 1, ...: the name an errno has in the kernel's headers, for
+/// the refusals zombie-trace explains.
+pub fn errno_name(code: Option<i32>) -> String {
+    match code {
+        Some(libc::EPERM) => "EPERM".to_owned(),
+        Some(libc::EACCES) => "EACCES".to_owned(),
+        Some(libc::EBUSY) => "EBUSY".to_owned(),
+        Some(libc::ENODEV) => "ENODEV".to_owned(),
+        Some(code) => format!("errno {code}"),
+        None => "no errno".to_owned(),
+    }
+}
 
 /// The oldest kernel with the BPF ring buffer (`BPF_MAP_TYPE_RINGBUF`).
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
@@ -120,7 +198,7 @@ pub fn run_checks() -> Vec<Check> {
     let version = release.as_deref().and_then(parse_kernel_release);
 
     vec![
-        privileges_check(&privileges),
+        privileges_check(&privileges, TracefsAccess::probe(tracefs.as_deref())),
         kernel_check(release.as_deref()),
         btf_check(Path::new(VMLINUX_BTF)),
         tracefs_check(
@@ -246,19 +324,18 @@ fn privilege_problem_for(p: &Privileges, command: &str) -> Option<String> {
              `zombie-trace snapshot`, which reads /proc only and needs no privileges."
         ));
     }
-    let can_load = match p.cap_eff {
-        Some(caps) => can_load_bpf(caps),
-        None => p.euid == 0,
+    let missing = match p.cap_eff {
+        Some(caps) if can_load_bpf(caps) => return None,
+        Some(caps) => missing_caps(caps, &BPF_CAPS).join(", "),
+        None if p.euid == 0 => return None,
+        None => "this process's capabilities could not be read".to_owned(),
     };
-    if can_load {
-        None
-    } else {
-        Some(format!(
-            "zombie-trace {command} needs root (or CAP_BPF and CAP_PERFMON) to load its eBPF \
-             programs: run `sudo zombie-trace {command}`, or use `zombie-trace snapshot`, \
-             which reads /proc only and needs no privileges."
-        ))
-    }
+    Some(format!(
+        "zombie-trace {command} needs root, or CAP_BPF and CAP_PERFMON, to load its eBPF \
+         programs (missing: {missing}): run `sudo zombie-trace {command}` or grant them (the \
+         README's Privileges section lists the set), or use `zombie-trace snapshot`, which \
+         reads /proc only and needs no privileges."
+    ))
 }
 
 /// The `CapEff` (effective capabilities) mask from `/proc/<pid>/status` content.
@@ -296,10 +373,7 @@ impl Privileges {
     fn current() -> Self {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
-        let cap_eff = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .as_deref()
-            .and_then(parse_cap_eff);
+        let cap_eff = effective_caps();
         let in_child_user_namespace = std::fs::read_to_string("/proc/self/uid_map")
             .map(|map| !is_identity_uid_map(&map))
             .unwrap_or(false);
@@ -336,26 +410,91 @@ fn is_identity_uid_map(map: &str) -> bool {
     matches!(lines.as_slice(), [only] if only.as_slice() == ["0", "0", "4294967295"])
 }
 
+/// The capabilities zombie-trace uses that are in `caps`, and how many
+/// others there are.
 fn cap_list(caps: u64) -> String {
-    let names: Vec<&str> = [
-        (CAP_BPF, "CAP_BPF"),
-        (CAP_PERFMON, "CAP_PERFMON"),
-        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-    ]
-    .iter()
-    .filter(|(cap, _)| has_cap(caps, *cap))
-    .map(|(_, name)| *name)
-    .collect();
+    const KNOWN: [u32; 5] = [
+        CAP_BPF,
+        CAP_PERFMON,
+        CAP_DAC_READ_SEARCH,
+        CAP_SYS_PTRACE,
+        CAP_SYS_ADMIN,
+    ];
+    let mut names: Vec<String> = KNOWN
+        .iter()
+        .filter(|&&cap| has_cap(caps, cap))
+        .map(|&cap| cap_name(cap).to_owned())
+        .collect();
+    let others = (0..64)
+        .filter(|cap| has_cap(caps, *cap) && !KNOWN.contains(cap))
+        .count();
+    if others > 0 {
+        names.push(format!("{others} other{}", plural(others)));
+    }
     if names.is_empty() {
-        "none of CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN".to_owned()
+        "none".to_owned()
     } else {
         names.join(", ")
     }
 }
 
-fn privileges_check(p: &Privileges) -> Check {
+/// Whether this process can read the tracepoint formats in tracefs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TracefsAccess {
+    /// Readable; `by_capability`: only thanks to a capability (the mode
+    /// bits do not let this uid or its groups in).
+    Readable { by_capability: bool },
+    /// The read was refused (EACCES/EPERM).
+    Denied,
+    /// Not mounted, or no such tracepoint: other checks say which.
+    Unknown,
+}
+
+impl TracefsAccess {
+    /// Opens one syscall tracepoint format below the tracefs mounted at `mount`.
+    fn probe(mount: Option<&Path>) -> Self {
+        let Some((mount, event)) = mount.zip(syscall_tracepoints().next()) else {
+            return Self::Unknown;
+        };
+        let format = mount.join("events/syscalls").join(event).join("format");
+        match std::fs::File::open(&format) {
+            Ok(_) => Self::Readable {
+                by_capability: !(mode_lets_in(mount, 0o1) && mode_lets_in(&format, 0o4)),
+            },
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Self::Denied,
+            Err(_) => Self::Unknown,
+        }
+    }
+}
+
+/// Whether the mode bits of `path` grant `want` (0o4 read, 0o1 search) to
+/// this process's effective uid or one of its groups, without capabilities.
+fn mode_lets_in(path: &Path, want: u32) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let mode = meta.mode();
+    if meta.uid() == uid {
+        return (mode >> 6) & want == want;
+    }
+    let mut groups = vec![0 as libc::gid_t; 256];
+    // SAFETY: the buffer holds as many gids as the length passed.
+    let count = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
+    groups.truncate(usize::try_from(count).unwrap_or(0));
+    if meta.gid() == gid || groups.contains(&meta.gid()) {
+        return (mode >> 3) & want == want;
+    }
+    mode & want == want
+}
+
+/// The capabilities this process has against those `watch` needs: CAP_BPF
+/// and CAP_PERFMON always, CAP_DAC_READ_SEARCH where tracefs refuses this
+/// uid; CAP_SYS_PTRACE is optional (wait channels in diagnoses).
+fn privileges_check(p: &Privileges, tracefs: TracefsAccess) -> Check {
     const NAME: &str = "privileges";
-    const FIX: &str = "run with sudo: `sudo zombie-trace watch`";
     let who = if p.euid == 0 {
         "running as root (uid 0)".to_owned()
     } else {
@@ -372,23 +511,8 @@ fn privileges_check(p: &Privileges) -> Check {
         )
         .fix("run zombie-trace on the host (or in a privileged container) with sudo");
     }
-    match p.cap_eff {
-        Some(caps) if can_load_bpf(caps) => Check::new(
-            NAME,
-            Status::Ok,
-            format!("{who}; effective: {}", cap_list(caps)),
-        ),
-        Some(caps) => Check::new(
-            NAME,
-            Status::Missing,
-            format!(
-                "{who}; effective: {}; loading eBPF programs needs CAP_BPF and \
-                 CAP_PERFMON (or CAP_SYS_ADMIN)",
-                cap_list(caps)
-            ),
-        )
-        .fix(FIX),
-        None => Check::new(
+    let Some(caps) = p.cap_eff else {
+        return Check::new(
             NAME,
             if p.euid == 0 {
                 Status::Warn
@@ -397,8 +521,67 @@ fn privileges_check(p: &Privileges) -> Check {
             },
             format!("{who}; could not read CapEff from /proc/self/status"),
         )
-        .fix(FIX),
+        .fix("run with sudo: `sudo zombie-trace watch`");
+    };
+    let mut needed: Vec<u32> = BPF_CAPS.to_vec();
+    let mut missing = missing_caps(caps, &BPF_CAPS);
+    let mut refused_anyway = None;
+    if matches!(
+        tracefs,
+        TracefsAccess::Denied
+            | TracefsAccess::Readable {
+                by_capability: true
+            }
+    ) {
+        needed.push(CAP_DAC_READ_SEARCH);
+        if !has_cap(caps, CAP_DAC_READ_SEARCH) {
+            missing.push(cap_name(CAP_DAC_READ_SEARCH));
+        } else if tracefs == TracefsAccess::Denied {
+            refused_anyway = Some(
+                "tracefs refused to read a tracepoint format although this process has \
+                 CAP_DAC_READ_SEARCH (a security module?)",
+            );
+        }
     }
+    let needed_names: Vec<&str> = needed.iter().map(|&cap| cap_name(cap)).collect();
+    let tracefs_note = match tracefs {
+        TracefsAccess::Denied
+        | TracefsAccess::Readable {
+            by_capability: true,
+        } => " (tracefs is readable by its owner only)",
+        TracefsAccess::Readable {
+            by_capability: false,
+        } => " (tracefs is readable by this uid)",
+        TracefsAccess::Unknown => "",
+    };
+    let ptrace_note = if has_cap(caps, CAP_SYS_PTRACE) {
+        "optional CAP_SYS_PTRACE present"
+    } else {
+        "optional CAP_SYS_PTRACE absent: diagnoses omit where other users' processes sleep \
+         (/proc/PID/wchan)"
+    };
+    let detail = format!(
+        "{who}; effective: {}; needed: {}{tracefs_note}; {ptrace_note}",
+        cap_list(caps),
+        needed_names.join(", "),
+    );
+    if let Some(problem) = refused_anyway {
+        return Check::new(NAME, Status::Missing, format!("{detail}; {problem}"))
+            .fix("see the security module's log (audit, AppArmor, SELinux) for the denial");
+    }
+    if missing.is_empty() {
+        return Check::new(NAME, Status::Ok, detail);
+    }
+    Check::new(
+        NAME,
+        Status::Missing,
+        format!("{detail}; missing: {}", missing.join(", ")),
+    )
+    .fix(format!(
+        "run with sudo (`sudo zombie-trace watch`), or grant {} (the README's Privileges \
+         section: `setpriv`, systemd's AmbientCapabilities=)",
+        needed_names.join(", ")
+    ))
 }
 
 /// The running kernel's release (`uname -r`).
@@ -881,6 +1064,15 @@ fn tracepoints_check(scan: &TracepointScan, can_mount: bool) -> Check {
             ),
         )
         .fix(FIX),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Check::new(
+            NAME,
+            Status::Warn,
+            format!(
+                "cannot read {}: {e} (tracefs is readable by its owner only)",
+                dir.display()
+            ),
+        )
+        .fix("run as root (`sudo zombie-trace check`), or grant CAP_DAC_READ_SEARCH"),
         Err(e) => Check::new(
             NAME,
             Status::Warn,
@@ -1156,14 +1348,89 @@ mod tests {
 
     #[test]
     fn privileges_check_statuses() {
+        let readable = TracefsAccess::Readable {
+            by_capability: false,
+        };
         assert_eq!(
-            privileges_check(&privileges(0, Some(u64::MAX))).status,
+            privileges_check(&privileges(0, Some(u64::MAX)), readable).status,
             Status::Ok
         );
-        let c = privileges_check(&privileges(1000, Some(0)));
+        let c = privileges_check(&privileges(1000, Some(0)), readable);
         assert_eq!(c.status, Status::Missing);
         assert!(c.fix.unwrap().contains("sudo"));
-        assert_eq!(privileges_check(&privileges(0, None)).status, Status::Warn);
+        assert_eq!(
+            privileges_check(&privileges(0, None), readable).status,
+            Status::Warn
+        );
+    }
+
+    /// `check` says what it sees against what is needed, and names what is
+    /// missing: CAP_DAC_READ_SEARCH only where tracefs refuses this uid.
+    #[test]
+    fn privileges_check_names_the_missing_capability() {
+        let bit = |c: u32| 1u64 << c;
+        let bpf = bit(CAP_BPF) | bit(CAP_PERFMON);
+        let c = privileges_check(&privileges(65534, Some(bpf)), TracefsAccess::Denied);
+        assert_eq!(c.status, Status::Missing);
+        assert!(
+            c.detail.contains("effective: CAP_BPF, CAP_PERFMON;")
+                && c.detail
+                    .contains("needed: CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH")
+                && c.detail.ends_with("missing: CAP_DAC_READ_SEARCH"),
+            "{c:?}"
+        );
+        let all = bpf | bit(CAP_DAC_READ_SEARCH);
+        let by_capability = TracefsAccess::Readable {
+            by_capability: true,
+        };
+        let c = privileges_check(&privileges(65534, Some(all)), by_capability);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(
+            c.detail
+                .contains("needed: CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH"),
+            "needed although present: {c:?}"
+        );
+        assert!(c.detail.contains("optional CAP_SYS_PTRACE absent"), "{c:?}");
+        // Root reads tracefs as its owner: no CAP_DAC_READ_SEARCH needed.
+        let as_owner = TracefsAccess::Readable {
+            by_capability: false,
+        };
+        let c = privileges_check(&privileges(0, Some(bpf)), as_owner);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(
+            c.detail
+                .contains("needed: CAP_BPF, CAP_PERFMON (tracefs is readable by this uid)")
+        );
+        let c = privileges_check(&privileges(65534, Some(bit(CAP_BPF))), as_owner);
+        assert!(c.detail.ends_with("missing: CAP_PERFMON"), "{c:?}");
+        // Denied although the capability is there: something else refuses.
+        let c = privileges_check(&privileges(65534, Some(all)), TracefsAccess::Denied);
+        assert_eq!(c.status, Status::Missing);
+        assert!(c.detail.contains("security module"), "{c:?}");
+        let c = privileges_check(&privileges(0, Some((1 << 41) - 1)), as_owner);
+        assert!(
+            c.detail.contains("CAP_SYS_ADMIN, 36 others"),
+            "the other capabilities are counted: {c:?}"
+        );
+    }
+
+    #[test]
+    fn missing_capabilities_are_named() {
+        let bit = |c: u32| 1u64 << c;
+        assert_eq!(missing_caps(0, &BPF_CAPS), ["CAP_BPF", "CAP_PERFMON"]);
+        assert_eq!(missing_caps(bit(CAP_BPF), &BPF_CAPS), ["CAP_PERFMON"]);
+        assert!(missing_caps(bit(CAP_SYS_ADMIN), &BPF_CAPS).is_empty());
+        assert_eq!(
+            missing_caps(bit(CAP_SYS_ADMIN), &[CAP_DAC_READ_SEARCH]),
+            ["CAP_DAC_READ_SEARCH"]
+        );
+        let msg = privilege_problem_for(&privileges(65534, Some(bit(CAP_BPF))), "serve").unwrap();
+        assert!(msg.contains("(missing: CAP_PERFMON)"), "{msg}");
+        let msg =
+            privilege_problem_for(&privileges(65534, Some(bit(CAP_PERFMON))), "serve").unwrap();
+        assert!(msg.contains("(missing: CAP_BPF)"), "{msg}");
+        assert_eq!(errno_name(Some(libc::EPERM)), "EPERM");
+        assert_eq!(errno_name(Some(libc::EACCES)), "EACCES");
     }
 
     #[test]

@@ -473,11 +473,15 @@ impl Tracepoint {
     fn open(tracefs: &TraceFs, event: &'static str) -> Result<Self, LayoutError> {
         let format = tracefs
             .event_format(Self::CATEGORY, event)
-            .map_err(|error| LayoutError::TracepointFormat {
-                category: Self::CATEGORY,
-                event,
-                error: Box::new(error),
-                impact: WAITS,
+            .map_err(|error| match error {
+                // A missing privilege is the whole story, in one line.
+                TraceFsError::Permission { .. } => LayoutError::TraceFs(error),
+                error => LayoutError::TracepointFormat {
+                    category: Self::CATEGORY,
+                    event,
+                    error: Box::new(error),
+                    impact: WAITS,
+                },
             })?;
         Ok(Self { event, format })
     }

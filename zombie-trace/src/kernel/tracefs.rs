@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::host::mounts::{MountEntry, PROC_MOUNTS, parse_mounts};
+use crate::kernel::check::{CAP_DAC_READ_SEARCH, CAP_SYS_ADMIN, errno_name, missing_caps_note};
 
 /// Where tracefs is mounted on current systems, and where we mount it.
 pub const TRACEFS_PATH: &str = match TRACEFS_PATH_C.to_str() {
@@ -33,10 +34,11 @@ pub enum TraceFsError {
     ReadMounts { error: io::Error },
 
     #[error(
-        "tracefs is not mounted and mounting it at {TRACEFS_PATH} was refused ({error}): run \
-         zombie-trace as root, or mount it first with `mount -t tracefs tracefs {TRACEFS_PATH}`"
+        "tracefs is not mounted and mounting it at {TRACEFS_PATH} was refused ({errno}): mount \
+         it first with `mount -t tracefs tracefs {TRACEFS_PATH}` (as the systemd unit and the \
+         DaemonSet do), or run zombie-trace as root, which mounts it{missing}"
     )]
-    MountPermission { error: io::Error },
+    MountPermission { errno: String, missing: String },
 
     #[error(
         "tracefs is not mounted and this kernel cannot mount it ({error}): it was built \
@@ -62,10 +64,15 @@ pub enum TraceFsError {
     },
 
     #[error(
-        "cannot read tracepoint format {path}: permission denied; tracefs is readable by root \
-         only, run zombie-trace as root"
+        "cannot read tracepoint format {path} ({errno}): tracefs is readable by its owner \
+         only; run zombie-trace as root or grant CAP_DAC_READ_SEARCH{missing}"
     )]
-    Permission { path: PathBuf },
+    Permission {
+        path: PathBuf,
+        errno: String,
+        /// Whether this process lacks CAP_DAC_READ_SEARCH ([`missing_caps_note`]).
+        missing: String,
+    },
 
     #[error("cannot read tracepoint format {path}: {error}")]
     ReadFormat { path: PathBuf, error: io::Error },
@@ -347,7 +354,11 @@ impl TraceFs {
                     "this kernel does not have this tracepoint"
                 },
             },
-            io::ErrorKind::PermissionDenied => TraceFsError::Permission { path: path.clone() },
+            io::ErrorKind::PermissionDenied => TraceFsError::Permission {
+                path: path.clone(),
+                errno: errno_name(error.raw_os_error()),
+                missing: missing_caps_note(&[CAP_DAC_READ_SEARCH]),
+            },
             _ => TraceFsError::ReadFormat {
                 path: path.clone(),
                 error,
@@ -377,7 +388,10 @@ fn mount_tracefs() -> Result<(), TraceFsError> {
     match error.raw_os_error() {
         // Mounted meanwhile by someone else: fine.
         Some(libc::EBUSY) if Path::new(TRACEFS_PATH).join("events").is_dir() => Ok(()),
-        Some(libc::EPERM | libc::EACCES) => Err(TraceFsError::MountPermission { error }),
+        Some(libc::EPERM | libc::EACCES) => Err(TraceFsError::MountPermission {
+            errno: errno_name(error.raw_os_error()),
+            missing: missing_caps_note(&[CAP_SYS_ADMIN]),
+        }),
         Some(libc::ENODEV) => Err(TraceFsError::NoKernelSupport { error }),
         _ => Err(TraceFsError::Mount { error }),
     }

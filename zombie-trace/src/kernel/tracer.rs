@@ -16,6 +16,7 @@ use zombie_trace_common::{
     SEED_PROGRAM, WAKEUP_BYTES_GLOBAL,
 };
 
+use crate::kernel::check::{BPF_CAPS, errno_name, missing_caps_note};
 use crate::kernel::tasks::TaskTable;
 
 /// The eBPF object, built by build.rs, embedded once.
@@ -103,6 +104,15 @@ enum SchedPrograms {
 pub enum TracerError {
     #[error("{0}")]
     Privileges(String),
+    /// The kernel refused a step for want of a privilege (EPERM, EACCES):
+    /// one line naming the step and the capabilities, no error chain.
+    #[error("{step} was refused ({errno}): run as root or grant CAP_BPF and CAP_PERFMON{missing}")]
+    Refused {
+        step: String,
+        errno: String,
+        /// [`missing_caps_note`] of CAP_BPF and CAP_PERFMON.
+        missing: String,
+    },
     #[error(transparent)]
     Layout(#[from] crate::kernel::layout::LayoutError),
     #[error(
@@ -222,6 +232,33 @@ fn load<'a>(
         loaded.map_err(|source| TracerError::Program { name, source })?;
     }
     Ok(ebpf)
+}
+
+/// `err` as [`TracerError::Refused`] when an OS error in its chain is a
+/// refusal (EPERM, EACCES): a missing capability, or a seccomp filter or
+/// security module. Checked before any fallback, which would only hide it
+/// behind a less clear failure of the fallback's own programs.
+fn refused(err: TracerError) -> TracerError {
+    let step = match &err {
+        TracerError::Load(_) => "loading the eBPF programs".to_owned(),
+        TracerError::Program { name, .. } => format!("loading or attaching program `{name}`"),
+        _ => return err,
+    };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(cause) = next {
+        if let Some(code @ (libc::EPERM | libc::EACCES)) = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return TracerError::Refused {
+                step,
+                errno: errno_name(Some(code)),
+                missing: missing_caps_note(&BPF_CAPS),
+            };
+        }
+        next = cause.source();
+    }
+    err
 }
 
 fn is_btf_program(name: &str) -> bool {
@@ -348,7 +385,9 @@ impl Tracer {
                 btf.as_ref(),
                 sched,
                 options.without_free_program,
-            ) {
+            )
+            .map_err(refused)
+            {
                 Ok(ebpf) => break ebpf,
                 // BTF tracepoints need Linux 5.5 and a BTF type per tracepoint.
                 Err(TracerError::Program { name, source })
@@ -404,7 +443,8 @@ impl Tracer {
                     btf_tracepoint(&mut ebpf, name)?
                         .attach()
                         .map(drop)
-                        .map_err(|source| TracerError::Program { name, source })?;
+                        .map_err(|source| TracerError::Program { name, source })
+                        .map_err(refused)?;
                     continue;
                 }
                 Hook::Sched { .. } => raw_tracepoint(&mut ebpf, name)?.attach(name).map(drop),
@@ -412,7 +452,9 @@ impl Tracer {
                     .attach("syscalls", name)
                     .map(drop),
             };
-            attached.map_err(|source| TracerError::Program { name, source })?;
+            attached
+                .map_err(|source| TracerError::Program { name, source })
+                .map_err(refused)?;
         }
 
         let ring = ebpf
@@ -570,5 +612,55 @@ impl Tracer {
             count += 1;
         }
         count
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn program_error(call: &'static str, errno: i32) -> TracerError {
+        TracerError::Program {
+            name: "sys_exit_wait4",
+            source: aya::programs::ProgramError::SyscallError(aya::sys::SyscallError {
+                call,
+                io_error: std::io::Error::from_raw_os_error(errno),
+            }),
+        }
+    }
+
+    /// A refusal deep in aya's error chain becomes one line naming the step,
+    /// the errno and the capabilities; other failures are left alone (the
+    /// fallbacks and `check` deal with them).
+    #[test]
+    fn refusals_are_named_in_one_line() {
+        let refusal = refused(program_error("perf_event_open", libc::EPERM));
+        let TracerError::Refused { step, errno, .. } = &refusal else {
+            panic!("a refusal: {refusal:?}");
+        };
+        assert_eq!(step, "loading or attaching program `sys_exit_wait4`");
+        assert_eq!(errno, "EPERM");
+        let line = refusal.to_string();
+        assert!(
+            line.contains("was refused (EPERM): run as root or grant CAP_BPF and CAP_PERFMON ("),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            matches!(
+                refused(program_error("bpf_prog_load", libc::EACCES)),
+                TracerError::Refused { .. }
+            ),
+            "EACCES is a refusal too"
+        );
+        assert!(matches!(
+            refused(program_error("perf_event_open", libc::ENOENT)),
+            TracerError::Program { .. }
+        ));
+        assert!(matches!(
+            refused(TracerError::RingSize(3)),
+            TracerError::RingSize(3)
+        ));
     }
 }
