@@ -16,7 +16,7 @@ use zombie_trace_common::{
     SEED_PROGRAM, WAKEUP_BYTES_GLOBAL,
 };
 
-use crate::kernel::check::{BPF_CAPS, errno_name, missing_caps_note};
+use crate::kernel::check::{BPF_CAPS, effective_caps, errno_name, missing_caps, missing_caps_note};
 use crate::kernel::tasks::TaskTable;
 
 /// The eBPF object, built by build.rs, embedded once.
@@ -249,6 +249,9 @@ fn refused(err: TracerError) -> TracerError {
         if let Some(code @ (libc::EPERM | libc::EACCES)) = cause
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::raw_os_error)
+            // With both capabilities, EACCES is the verifier rejecting a
+            // program (an older kernel): the fallbacks deal with it.
+            && (code == libc::EPERM || lacks_bpf_caps())
         {
             return TracerError::Refused {
                 step,
@@ -259,6 +262,11 @@ fn refused(err: TracerError) -> TracerError {
         next = cause.source();
     }
     err
+}
+
+/// Whether this process lacks CAP_BPF or CAP_PERFMON (or cannot tell).
+fn lacks_bpf_caps() -> bool {
+    effective_caps().is_none_or(|caps| !missing_caps(caps, &BPF_CAPS).is_empty())
 }
 
 fn is_btf_program(name: &str) -> bool {
@@ -647,13 +655,14 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains('\n'), "{line}");
-        assert!(
-            matches!(
-                refused(program_error("bpf_prog_load", libc::EACCES)),
-                TracerError::Refused { .. }
-            ),
-            "EACCES is a refusal too"
-        );
+        // EACCES is a refusal when a capability is missing, else the
+        // verifier's answer, left to the fallbacks.
+        let eacces = refused(program_error("bpf_prog_load", libc::EACCES));
+        if lacks_bpf_caps() {
+            assert!(matches!(eacces, TracerError::Refused { .. }), "{eacces:?}");
+        } else {
+            assert!(matches!(eacces, TracerError::Program { .. }), "{eacces:?}");
+        }
         assert!(matches!(
             refused(program_error("perf_event_open", libc::ENOENT)),
             TracerError::Program { .. }
