@@ -14,6 +14,7 @@ use zombie_trace::host::mounts::read_mounts;
 use zombie_trace_tests::client::{Workload, bin_path};
 
 use crate::common::*;
+use crate::diagnosis::PidsCgroup;
 use crate::latency::LatencyCommand;
 use crate::serve::{Serve, sample};
 use crate::top::{Tmux, pending_of, tmux_problem};
@@ -883,4 +884,100 @@ fn pod_names_from_the_kubelet_name_the_leakers_pod_namespace_and_container() {
 
     drop(leaker);
     drop(cgroup);
+}
+
+#[test]
+fn a_containers_pids_max_is_the_limit_its_leak_is_forecast_and_alerted_against() {
+    if !privileged() {
+        return;
+    }
+    use zombie_trace_tests::prometheus::{
+        Prometheus, TempDir, rules_copy_with_short_for, samples, shipped_rules,
+    };
+    let no_prometheus = zombie_trace_tests::prometheus::prometheus_bin()
+        .is_none()
+        .then(|| "prometheus is not installed (`cargo xtask test` installs it as root)".to_owned());
+    if !can_run(no_prometheus, None) {
+        return;
+    }
+    const LIMIT: u64 = 200;
+    let serve = Serve::start(&[]);
+    let dir = TempDir::new("zombie-trace-rules").expect("a temporary directory");
+    let rules = dir.path().join("zombie-trace.rules.yml");
+    rules_copy_with_short_for(&shipped_rules(), &rules, "2s").expect("copy the rules");
+    let prometheus = Prometheus::start(&serve.addr.to_string(), &[rules], Duration::from_secs(1))
+        .unwrap_or_else(|e| panic!("start prometheus: {e}"));
+
+    // A container limited to 200 tasks whose process leaks 8 zombies a
+    // second, far below pid_max.
+    let container = PidsCgroup::create(LIMIT);
+    let mut leaker = Workload::start("steady-leaker", &["8"]);
+    let pid = leaker.pid();
+    container.add(pid);
+    leaker.send_line("go");
+
+    // At 150 zombies: the headroom is the container's, to the task.
+    let deadline = std::time::Instant::now() + budget(Duration::from_secs(60));
+    let (body, current) = loop {
+        let (body, _) = serve.scrape();
+        let pending = sample(
+            &body,
+            "zombietrace_parent_pending_zombies",
+            &format!("pid=\"{pid}\""),
+        );
+        let current: u64 = std::fs::read_to_string(container.dir.join("pids.current"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .expect("pids.current");
+        if pending.is_some_and(|p| p >= 150.0) {
+            break (body, current);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leaker never reached 150 zombies:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let headroom = sample(
+        &body,
+        "zombietrace_pid_headroom",
+        "limit=\"cgroup_pids_max\"",
+    )
+    .unwrap_or_else(|| panic!("the headroom is not the container's:\n{body}"));
+    let want = (LIMIT - current) as f64;
+    assert!(
+        (headroom - want).abs() <= 8.0,
+        "headroom {headroom}, pids.max - pids.current = {want} (8 zombies a second between the reads)"
+    );
+    let exhaustion = sample(&body, "zombietrace_pid_exhaustion_seconds", "")
+        .unwrap_or_else(|| panic!("no forecast:\n{body}"));
+    assert!(
+        exhaustion > 0.0 && exhaustion < 60.0,
+        "{headroom} tasks left at 8 a second, forecast {exhaustion} s"
+    );
+
+    // And Prometheus alerts on that forecast, not on pid_max's.
+    let alerts = prometheus
+        .wait_for_alert(
+            "ZombiePIDExhaustionForecast",
+            "firing",
+            budget(Duration::from_secs(60)),
+        )
+        .unwrap_or_else(|e| panic!("{e}\nprometheus log:\n{}", prometheus.log()));
+    assert!(!alerts.is_empty());
+    let data = prometheus
+        .query("zombietrace_pid_headroom")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let limits: Vec<Option<String>> = samples(&data)
+        .iter()
+        .map(|(labels, _)| {
+            labels
+                .get("limit")
+                .and_then(|l| l.as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(limits, [Some("cgroup_pids_max".to_owned())], "{data}");
+    drop(leaker);
+    drop(container);
 }

@@ -12,7 +12,7 @@ use zombie_trace_tests::client::{Workload, bin_path};
 /// A running `serve`, stopped (SIGTERM, then waited for) on drop.
 pub(crate) struct Serve {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Serve {
