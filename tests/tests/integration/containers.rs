@@ -301,6 +301,23 @@ fn every_view_names_the_leakers_unit_container_and_pod() {
         drop(leaker);
         drop(cgroup);
     }
+
+    // A container with its own PID namespace, whose init never reaps: its
+    // row gives both PIDs, the host's and 1, with where it runs.
+    let (layout, want) = layouts()
+        .into_iter()
+        .find(|(_, w)| w.container_id.is_some())
+        .expect("a container layout");
+    let cgroup = PlacedCgroup::create(&want.path);
+    let workload = Workload::start_in(&cgroup.dirs, "pidns-init", &["3"]);
+    let init = workload.json()["ns_init"].as_u64().expect("ns_init") as u32;
+    let row = watch_row(init);
+    assert_eq!(row["pending_zombies"], 3, "{row}");
+    assert_eq!(row["pid"], init, "{row}");
+    assert_eq!(row["pid_in_namespace"], 1, "{row}");
+    check_row(layout, &row, &want);
+    drop(workload);
+    drop(cgroup);
 }
 
 #[test]

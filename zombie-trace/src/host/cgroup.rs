@@ -235,6 +235,10 @@ pub struct Attribution {
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
+    /// Its PID in its own PID namespace, when that is not the reader's
+    /// (a container's): the last `NSpid` of `/proc/PID/status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_in_namespace: Option<u32>,
 }
 
 impl Attribution {
@@ -276,6 +280,7 @@ impl Attribution {
             pod_name: None,
             namespace: None,
             container_name: None,
+            pid_in_namespace: None,
         }
     }
 
@@ -640,6 +645,7 @@ mod tests {
                 pod_name: None,
                 namespace: None,
                 container_name: None,
+                pid_in_namespace: None,
             }
         );
         assert_eq!(a.short_container_id(), Some("ca978112ca1b"));
@@ -792,6 +798,7 @@ mod tests {
                 pod_name: None,
                 namespace: None,
                 container_name: None,
+                pid_in_namespace: None,
             }
         );
         assert_eq!(
@@ -897,6 +904,7 @@ mod tests {
                 pod_name: None,
                 namespace: None,
                 container_name: None,
+                pid_in_namespace: None,
             }
         );
         assert_eq!(
@@ -994,6 +1002,7 @@ mod tests {
                 pod_name: None,
                 namespace: None,
                 container_name: None,
+                pid_in_namespace: None,
             }
         );
     }

@@ -173,8 +173,15 @@ impl HostFacts for NoHost {
 /// reused by a process in another container never lends it its name.
 pub fn read_attribution(key: ProcKey) -> Option<Attribution> {
     let membership = cgroup::read_membership(key.pid).ok().flatten()?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", key.pid)).ok()?;
     let stat = procfs::read_stat(key.pid).ok().flatten()?;
-    (stat.start_ticks == key.start_ticks).then(|| Attribution::of(&membership))
+    (stat.start_ticks == key.start_ticks).then(|| {
+        let ns_pids = procfs::parse_ns_pids(&status);
+        Attribution {
+            pid_in_namespace: ns_pids.last().copied().filter(|_| ns_pids.len() > 1),
+            ..Attribution::of(&membership)
+        }
+    })
 }
 
 /// Attributions read live, kept by process identity: a process's cgroup is

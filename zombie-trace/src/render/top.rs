@@ -476,7 +476,12 @@ fn detail_lines_themed(detail: &Detail, width: u16, theme: Theme) -> Vec<Line<'s
         d.process.ppid
     )));
     if let Some(place) = d.runs_in.as_ref().and_then(|a| a.describe()) {
-        lines.push(Line::from(format!("runs in {place}")));
+        let inside = d
+            .process
+            .pid_in_namespace
+            .map(|pid| format!(", as PID {pid} in its PID namespace"))
+            .unwrap_or_default();
+        lines.push(Line::from(format!("runs in {place}{inside}")));
     }
     if let Some(a) = &d.adopter {
         lines.push(Line::from(format!(

@@ -147,6 +147,10 @@ pub struct ParentRow {
     pub namespace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Its PID inside its own PID namespace (a container's), beside the
+    /// host's `pid`; absent when it runs in the reader's namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_in_namespace: Option<u32>,
 }
 
 impl ParentRow {
@@ -179,8 +183,10 @@ impl ParentRow {
             pod: None,
             namespace: None,
             container: None,
+            pid_in_namespace: None,
         };
         if let Some(a) = place {
+            row.pid_in_namespace = a.pid_in_namespace;
             row.pod = a.pod_name;
             row.namespace = a.namespace;
             row.container = a.container_name;

@@ -660,6 +660,7 @@ fn interval_latency_counts_own_waits_and_resets() {
         pod: None,
         namespace: None,
         container: None,
+        pid_in_namespace: None,
     };
     let mut rows = [row(1), row(9)];
     interval.annotate(&mut rows);
