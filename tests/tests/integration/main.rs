@@ -13,6 +13,7 @@ mod evidence;
 mod guard;
 mod hardening;
 mod latency;
+mod packaging;
 mod scenarios;
 mod serve;
 mod top;
