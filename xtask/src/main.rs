@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|lint|bench>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|lint|bench|vmtest|dist>`.
 
 mod bench;
 mod cmd;
+mod dist;
 mod setup;
 mod vmtest;
 
@@ -53,6 +54,10 @@ enum Task {
     /// The privileged tests on other kernels (Debian's 6.1 and 6.12 cloud
     /// kernels) in qemu VMs; prints `kernel X: N passed, M failed` for each.
     Vmtest(vmtest::VmtestArgs),
+    /// Release packages in target/dist/: a tarball (binary, man pages,
+    /// completions, deploy/, README), a .deb (cargo-deb) and SHA256SUMS;
+    /// `--test` then installs the .deb in a clean Debian 12 VM and checks it.
+    Dist(dist::DistArgs),
 }
 
 /// The cargo workspace xtask works on, from `cargo metadata`.
@@ -119,6 +124,13 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Vmtest(args) => {
             setup::setup(&ws)?;
             vmtest::vmtest(&ws, &args)?;
+        }
+        Task::Dist(args) => {
+            setup::setup(&ws)?;
+            let artifacts = dist::dist(&ws)?;
+            if args.test {
+                vmtest::package::test_package(&ws, &artifacts.deb)?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -241,7 +253,25 @@ fn test(ws: &Workspace, args: &[String]) -> Result<()> {
             vmtest::vmtest(ws, &vmtest::VmtestArgs::all())
         }),
     }
+    // The .deb on a clean Debian 12 userland (`cargo xtask dist --test`).
+    match package_test_skip_reason(in_ci, args) {
+        Some(reason) => eprintln!("\n==== xtask: package test (VM): skipped: {reason} ===="),
+        None => phases.run("package test (VM)", || {
+            let artifacts = dist::dist(ws)?;
+            vmtest::package::test_package(ws, &artifacts.deb)
+        }),
+    }
     phases.finish("test")
+}
+
+/// Why `cargo xtask test` leaves the package test out: never under CI (it
+/// fails there instead); elsewhere as for the kernel matrix, or when
+/// debootstrap cannot run.
+fn package_test_skip_reason(in_ci: bool, args: &[String]) -> Option<String> {
+    if in_ci {
+        return None;
+    }
+    vmtest_skip_reason(in_ci, args).or_else(vmtest::package::unavailable)
 }
 
 /// Why `cargo xtask test` leaves the kernel matrix out: never under CI (it

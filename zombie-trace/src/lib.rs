@@ -6,6 +6,7 @@
 //! its changes out to the [`views`], which are pure functions of the
 //! ledger, a clock reading and host facts. [`render`] turns view rows into
 //! text. Nothing in `views` or `render` reads /proc or the clock.
+pub mod build_info;
 pub mod engine;
 pub mod host;
 pub mod kernel;

@@ -13,6 +13,7 @@ mod evidence;
 mod guard;
 mod hardening;
 mod latency;
+mod packaging;
 mod privileges;
 mod scenarios;
 mod serve;

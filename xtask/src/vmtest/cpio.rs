@@ -13,6 +13,7 @@ const TRAILER: &str = "TRAILER!!!";
 /// File type bits of `st_mode`.
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
+const S_IFLNK: u32 = 0o120_000;
 
 /// Writes a newc archive entry by entry; [`Cpio::finish`] writes the
 /// trailer. Entries are owned by root and dated at the epoch, so that the
@@ -40,6 +41,11 @@ impl<W: Write> Cpio<W> {
     /// A regular file with these contents.
     pub fn file(&mut self, path: &str, mode: u32, contents: &[u8]) -> io::Result<()> {
         self.entry(path, S_IFREG | mode, 1, contents)
+    }
+
+    /// A symbolic link to `target`.
+    pub fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
+        self.entry(path, S_IFLNK | 0o777, 1, target.as_bytes())
     }
 
     /// Writes the trailer and returns the writer.
@@ -126,6 +132,7 @@ mod tests {
         cpio.file("bin/a", 0o755, b"abc")?;
         cpio.file("init", 0o700, b"#!/bin/sh\n")?;
         cpio.file("empty", 0o644, b"")?;
+        cpio.symlink("sh", "bin/a")?;
         let archive = cpio.finish()?;
         assert_eq!(archive.len() % 4, 0);
         assert_eq!(
@@ -135,6 +142,7 @@ mod tests {
                 ("bin/a".to_owned(), S_IFREG | 0o755, b"abc".to_vec()),
                 ("init".to_owned(), S_IFREG | 0o700, b"#!/bin/sh\n".to_vec()),
                 ("empty".to_owned(), S_IFREG | 0o644, vec![]),
+                ("sh".to_owned(), S_IFLNK | 0o777, b"bin/a".to_vec()),
             ]
         );
         Ok(())

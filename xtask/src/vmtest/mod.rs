@@ -18,6 +18,7 @@
 
 mod cpio;
 mod guest;
+pub mod package;
 mod packages;
 
 use std::{

@@ -3,6 +3,7 @@
 
 mod check;
 mod explain;
+mod generate;
 mod latency;
 mod record;
 mod report;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use zombie_trace::engine::live::Session;
 use zombie_trace::host::podnames::{PodNames, PodNamesSource};
 use zombie_trace::kernel::check::privilege_problem_of;
@@ -27,7 +28,12 @@ use zombie_trace_common::DEFAULT_RING_BYTES;
 
 /// Find parent processes whose exited children are never reaped.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    long_version = zombie_trace::build_info::LONG_VERSION,
+    about,
+    long_about = None
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,7 +72,13 @@ enum Command {
 
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    // `generate` is parsed beside the documented commands but is not one of
+    // them: the man pages and completions it renders from `Cli` never offer it.
+    let matches = generate::beside(Cli::command()).get_matches();
+    if let Some(args) = generate::requested(&matches) {
+        return finish(args.and_then(generate::run));
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let result = match cli.command {
         Command::Watch(args) => traced("watch", watch::run(args)),
         Command::Latency(args) => traced("latency", latency::run(args)),
@@ -79,6 +91,10 @@ pub fn main() -> ExitCode {
         Command::Snapshot(args) => snapshot::run(args),
         Command::Check(args) => check::run(args),
     };
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
