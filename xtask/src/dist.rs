@@ -4,8 +4,12 @@
 //!   eBPF object embedded, stripped), its man pages and shell completions,
 //!   `deploy/` (the systemd unit, Prometheus rules, the Kubernetes
 //!   DaemonSet) and the README;
-//! - `zombie-trace_<version>-1_amd64.deb`, built by cargo-deb from
-//!   `[package.metadata.deb]` in zombie-trace/Cargo.toml;
+//! - `zombie-trace_<version>-1_amd64.deb`, built by `dpkg-deb` (Debian's
+//!   own tool, on every Debian system: nothing to compile first) from a
+//!   staged tree: the binary, gzipped man pages, completions, the unit
+//!   (installed, not enabled: there are no maintainer scripts), the docs;
+//!   its `Depends` come from the binary's own ELF (`NEEDED` libraries and
+//!   the newest glibc symbol version it uses);
 //! - `SHA256SUMS` of both.
 //!
 //! The binary links glibc dynamically (it needs glibc 2.34 or later, the
@@ -23,10 +27,6 @@ use crate::{
     cmd::{capture, cmd, find_in_path, run},
 };
 
-/// The cargo-deb release `dist` installs when cargo-deb is missing (the
-/// newest that builds with this project's rust-version).
-const CARGO_DEB_VERSION: &str = "3.8.0";
-
 #[derive(Debug, clap::Args)]
 pub struct DistArgs {
     /// Then install the .deb in a clean Debian 12 VM and check that it works
@@ -40,8 +40,7 @@ pub struct Artifacts {
     pub deb: PathBuf,
 }
 
-/// Where the generated files the .deb takes live: cargo-deb's `target/release/`
-/// (see zombie-trace/Cargo.toml).
+/// Where the generated man pages, completions and unit are written.
 fn packaging_dir(ws: &Workspace) -> PathBuf {
     ws.target_dir.join("release").join("packaging")
 }
@@ -50,13 +49,13 @@ pub fn dist(ws: &Workspace) -> Result<Artifacts> {
     if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
         bail!("`cargo xtask dist` builds x86_64 Linux packages: run it on an x86_64 Linux host");
     }
-    let missing: Vec<&str> = ["tar", "strip", "sha256sum"]
+    let missing: Vec<&str> = ["tar", "strip", "sha256sum", "gzip", "objdump", "dpkg-deb"]
         .into_iter()
         .filter(|tool| find_in_path(tool).is_none())
         .collect();
     if !missing.is_empty() {
         bail!(
-            "{} missing: install tar, binutils and coreutils",
+            "{} missing: install tar, gzip, binutils, coreutils and dpkg",
             missing.join(", ")
         );
     }
@@ -119,14 +118,10 @@ pub fn dist(ws: &Workspace) -> Result<Artifacts> {
         .arg(&name),
         "tar could not write the tarball",
     )?;
-    remove_dir(&stage)?;
 
-    crate::banner("dist: .deb (cargo-deb)");
-    ensure_cargo_deb()?;
-    let mut deb = ws.cargo(["deb", "-p", "zombie-trace", "--no-build", "--output"]);
-    deb.arg(&dist);
-    run(&mut deb, "see cargo-deb's error above")?;
-    let deb = single_file(&dist, ".deb")?;
+    crate::banner("dist: .deb (dpkg-deb)");
+    let deb = build_deb(ws, &stage.join("zombie-trace"), &packaging, &version, &dist)?;
+    remove_dir(&stage)?;
 
     let mut sums = cmd("sha256sum", [] as [&str; 0]);
     for artifact in [&tarball, &deb] {
@@ -189,54 +184,196 @@ fn unit_for_package(unit: &str) -> Result<String> {
         + "\n")
 }
 
-/// Installs cargo-deb [`CARGO_DEB_VERSION`] unless that version is there.
-fn ensure_cargo_deb() -> Result<()> {
-    let installed = cmd("cargo", ["deb", "--version"])
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
-    // Prints e.g. `3.8.0`.
-    if installed
-        .as_deref()
-        .is_some_and(|v| v.split_whitespace().any(|word| word == CARGO_DEB_VERSION))
-    {
-        eprintln!("cargo-deb {CARGO_DEB_VERSION}: ok");
-        return Ok(());
+/// What the package says of itself.
+const MAINTAINER: &str = "zombie-trace developers <dev@zombie-trace.invalid>";
+const SUMMARY: &str = "find parent processes that never reap their exited children, with eBPF";
+const DESCRIPTION: &str = "zombie-trace traces process creation, exit and reaping with eBPF and \
+names the parent processes that leave their exited children unreaped (zombies): how many each \
+owes, since when, why (its SIGCHLD handling and wait calls), how long until fork() fails, and \
+what will help. Live (watch, top), recorded (record, report), as a Prometheus exporter (serve, \
+with a systemd unit, disabled) and as a CI check (run).";
+
+/// Stages the package's files under `target/dist/deb/` and packs them
+/// with `dpkg-deb`: the path of the .deb.
+fn build_deb(
+    ws: &Workspace,
+    stripped: &Path,
+    packaging: &Path,
+    version: &str,
+    dist: &Path,
+) -> Result<PathBuf> {
+    let root = dist.join("deb");
+    remove_dir(&root)?;
+    let place = |from: &Path, to: &str| -> Result<()> {
+        let target = root.join(to);
+        create_dir(target.parent().context("a file in a directory")?)?;
+        copy(from, &target)
+    };
+    place(stripped, "usr/bin/zombie-trace")?;
+    let completions = packaging.join("completions");
+    place(
+        &completions.join("zombie-trace.bash"),
+        "usr/share/bash-completion/completions/zombie-trace",
+    )?;
+    place(
+        &completions.join("_zombie-trace"),
+        "usr/share/zsh/vendor-completions/_zombie-trace",
+    )?;
+    place(
+        &completions.join("zombie-trace.fish"),
+        "usr/share/fish/vendor_completions.d/zombie-trace.fish",
+    )?;
+    place(
+        &packaging.join("zombie-trace.service"),
+        "lib/systemd/system/zombie-trace.service",
+    )?;
+    let doc = "usr/share/doc/zombie-trace";
+    place(&ws.root.join("README.md"), &format!("{doc}/README.md"))?;
+    copy_tree(&ws.root.join("deploy"), &root.join(doc).join("deploy"))?;
+    write(
+        &root.join(doc).join("copyright"),
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
+         Upstream-Name: zombie-trace\n\n\
+         Files: *\n\
+         Copyright: zombie-trace developers\n\
+         License: MIT or Apache-2.0\n",
+    )?;
+    // Man pages gzipped (Debian policy), without a name or date inside.
+    let man1 = root.join("usr/share/man/man1");
+    create_dir(&man1)?;
+    for entry in std::fs::read_dir(packaging.join("man")).context("listing the man pages")? {
+        let page = entry.context("listing the man pages")?.path();
+        let name = page.file_name().context("a man page's name")?;
+        let mut gzipped = man1.join(name).into_os_string();
+        gzipped.push(".gz");
+        let out = std::fs::File::create(&gzipped)
+            .with_context(|| format!("creating {}", Path::new(&gzipped).display()))?;
+        let status = cmd("gzip", ["-9nc"])
+            .arg(&page)
+            .stdout(out)
+            .status()
+            .context("running gzip")?;
+        if !status.success() {
+            bail!("gzip failed on {}", page.display());
+        }
     }
-    eprintln!(
-        "cargo-deb: {}; installing {CARGO_DEB_VERSION} (takes a few minutes)",
-        installed.map_or_else(|| "missing".to_owned(), |v| format!("found {v}"))
+
+    let depends = elf_depends(stripped)?;
+    let installed_kib = tree_size(&root)?.div_ceil(1024);
+    let description: String = textwrap_lines(DESCRIPTION, 78)
+        .iter()
+        .map(|line| format!(" {line}\n"))
+        .collect();
+    let control = format!(
+        "Package: zombie-trace\n\
+         Version: {version}-1\n\
+         Architecture: amd64\n\
+         Maintainer: {MAINTAINER}\n\
+         Installed-Size: {installed_kib}\n\
+         Depends: {depends}\n\
+         Recommends: man-db, bash-completion\n\
+         Section: admin\n\
+         Priority: optional\n\
+         Description: {SUMMARY}\n{description}"
     );
+    create_dir(&root.join("DEBIAN"))?;
+    write(&root.join("DEBIAN").join("control"), &control)?;
+    let sums = capture(
+        cmd(
+            "sh",
+            ["-c", "find usr lib -type f | LC_ALL=C sort | xargs md5sum"],
+        )
+        .current_dir(&root),
+        "md5sum (coreutils) failed on the staged package",
+    )?;
+    write(&root.join("DEBIAN").join("md5sums"), &sums)?;
+    let deb = dist.join(format!("zombie-trace_{version}-1_amd64.deb"));
     run(
-        &mut cmd(
-            "cargo",
-            [
-                "install",
-                "cargo-deb",
-                "--locked",
-                "--force",
-                "--version",
-                CARGO_DEB_VERSION,
-            ],
-        ),
-        "check the network (crates.io), then rerun `cargo xtask dist`",
-    )
+        cmd("dpkg-deb", ["--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(&deb),
+        "dpkg-deb could not build the package (see above)",
+    )?;
+    remove_dir(&root)?;
+    Ok(deb)
 }
 
-fn single_file(dir: &Path, suffix: &str) -> Result<PathBuf> {
-    let found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.to_string_lossy().ends_with(suffix))
-        .collect();
-    match found.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => bail!(
-            "expected one *{suffix} in {} after cargo-deb, found {found:?}",
-            dir.display()
-        ),
+/// The package's `Depends` from the binary's ELF: each `NEEDED` library's
+/// package, libc6 at the newest `GLIBC_x.y` symbol version it uses.
+fn elf_depends(binary: &Path) -> Result<String> {
+    let mut dynamic = cmd("objdump", ["-p", "-T"]);
+    dynamic.arg(binary);
+    let dump = capture(&mut dynamic, "objdump (binutils) could not read the binary")?;
+    let mut depends: Vec<String> = Vec::new();
+    let glibc = newest_glibc(&dump).context("the binary references no GLIBC_ symbol version")?;
+    for needed in dump
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("NEEDED"))
+        .map(str::trim)
+    {
+        let package = match needed {
+            "libc.so.6"
+            | "libm.so.6"
+            | "libpthread.so.0"
+            | "libdl.so.2"
+            | "librt.so.1"
+            | "ld-linux-x86-64.so.2" => {
+                format!("libc6 (>= {glibc})")
+            }
+            "libgcc_s.so.1" => "libgcc-s1".to_owned(),
+            other => bail!(
+                "the binary needs {other}, which dist does not know the Debian package of: \
+                 add it to elf_depends in xtask/src/dist.rs"
+            ),
+        };
+        if !depends.contains(&package) {
+            depends.push(package);
+        }
     }
+    Ok(depends.join(", "))
+}
+
+/// The newest `GLIBC_x.y[.z]` version in `objdump -T` output.
+fn newest_glibc(dump: &str) -> Option<String> {
+    dump.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|word| word.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let parts: Option<Vec<u32>> = v.split('.').map(|n| n.parse().ok()).collect();
+            parts.map(|p| (p, v.to_owned()))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, v)| v)
+}
+
+/// Bytes of the regular files below `dir`.
+fn tree_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        total += if path.is_dir() {
+            tree_size(&path)?
+        } else {
+            std::fs::metadata(&path).map_or(0, |m| m.len())
+        };
+    }
+    Ok(total)
+}
+
+/// `text`'s words in lines of at most `width` characters.
+fn textwrap_lines(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.len() + 1 + word.len() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {
@@ -301,6 +438,18 @@ mod tests {
         ))?;
         assert!(unit_for_package(&shipped)?.contains("\nExecStart=/usr/bin/zombie-trace serve\n"));
         Ok(())
+    }
+
+    #[test]
+    fn depends_come_from_the_newest_glibc_version_used() {
+        let dump = "  NEEDED               libgcc_s.so.1\n  NEEDED               libc.so.6\n\
+                    0000000000000000      DF *UND*  0000000000000000 (GLIBC_2.2.5) memcpy\n\
+                    0000000000000000      DF *UND*  0000000000000000 (GLIBC_2.34) __libc_start_main\n\
+                    0000000000000000      DF *UND*  0000000000000000 (GLIBC_2.14) memmove\n";
+        assert_eq!(newest_glibc(dump).as_deref(), Some("2.34"));
+        assert_eq!(newest_glibc("no versions"), None);
+        let lines = textwrap_lines("a bb ccc dddd", 6);
+        assert_eq!(lines, ["a bb", "ccc", "dddd"]);
     }
 
     #[test]

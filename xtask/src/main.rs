@@ -55,7 +55,7 @@ enum Task {
     /// kernels) in qemu VMs; prints `kernel X: N passed, M failed` for each.
     Vmtest(vmtest::VmtestArgs),
     /// Release packages in target/dist/: a tarball (binary, man pages,
-    /// completions, deploy/, README), a .deb (cargo-deb) and SHA256SUMS;
+    /// completions, deploy/, README), a .deb (dpkg-deb) and SHA256SUMS;
     /// `--test` then installs the .deb in a clean Debian 12 VM and checks it.
     Dist(dist::DistArgs),
 }

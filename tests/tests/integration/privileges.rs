@@ -166,6 +166,23 @@ fn a_user_with_only_the_listed_capabilities_finds_the_leak_with_every_live_comma
         Some(3.0),
         "serve as {who} exports the leaker:\n{metrics}"
     );
+    // Attached, it has given up what only attaching needed, and passes no
+    // capability on.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", serve.pid()))
+        .expect("serve's /proc status");
+    let mask = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no {field} in serve's status:\n{status}"))
+    };
+    let (bpf, perfmon) = (1u64 << 39, 1u64 << 38);
+    assert_eq!(
+        (mask("CapEff:"), mask("CapPrm:"), mask("CapAmb:")),
+        (bpf | perfmon, bpf | perfmon, 0),
+        "serve keeps CAP_BPF and CAP_PERFMON only once attached:\n{status}"
+    );
     drop(serve);
 
     let scratch = Scratch::new();

@@ -47,6 +47,11 @@ impl Serve {
         panic!("zombie-trace serve did not answer /healthz within 20 s");
     }
 
+    /// The PID of the serving process.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// One request, its status and body.
     fn request(&self, raw: &[u8]) -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;

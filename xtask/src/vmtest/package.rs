@@ -10,6 +10,13 @@
 //! /init into an initramfs: the guest runs in the unpacked root file system
 //! (no disk), like the kernel matrix's guests, and /init prints one
 //! `check NAME PASS|FAIL` line per check and a `result` line.
+//!
+//! Then /init becomes systemd (`exec`, so systemd is PID 1, as on a host),
+//! whose one target runs the checks only a host run by systemd can make: a
+//! leaker started with `systemd-run --scope` is named by its scope unit,
+//! and the packaged unit, started by systemd with its least privileges
+//! (a dynamic user, exactly the capabilities it lists), serves metrics that
+//! name that leaker and its unit.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,12 +33,23 @@ use crate::{
 /// The Debian release and mirror of the clean userland.
 const SUITE: &str = "bookworm";
 const MIRROR: &str = "http://deb.debian.org/debian";
-/// What the checks need beyond minbase: `man` (man-db, which brings groff)
-/// and bash's programmable completion.
-const INCLUDE: &str = "man-db,bash-completion";
+/// What the checks need beyond minbase: `man` (man-db, which brings groff),
+/// bash's programmable completion, and systemd as init (procps for `ps`).
+const INCLUDE: &str = "man-db,bash-completion,systemd,systemd-sysv,procps";
 
-/// The checks /init runs, in order; the package passes when each printed PASS.
-const CHECKS: [&str; 6] = ["install", "version", "unit", "watch", "man", "completion"];
+/// The checks /init and then systemd run, in order; the package passes when
+/// each printed PASS.
+const CHECKS: [&str; 9] = [
+    "install",
+    "version",
+    "unit",
+    "watch",
+    "man",
+    "completion",
+    "systemd",
+    "scope",
+    "service",
+];
 
 /// Why the package test cannot run here, when it cannot.
 pub fn unavailable() -> Option<String> {
@@ -163,6 +181,22 @@ fn write_initramfs(path: &Path, root: &Path, deb: &Path) -> Result<u64> {
     pack(&mut cpio, root, "").map_err(write)?;
     cpio.dir("dev", 0o755).map_err(write)?;
     cpio.file("init", 0o755, init_script().as_bytes())
+        .map_err(write)?;
+    cpio.file(SYSTEMD_CHECKS, 0o755, systemd_checks().as_bytes())
+        .map_err(write)?;
+    cpio.file(
+        "etc/systemd/system/zt-checks.service",
+        0o644,
+        CHECKS_SERVICE.as_bytes(),
+    )
+    .map_err(write)?;
+    cpio.file(
+        "etc/systemd/system/zt-checks.target",
+        0o644,
+        CHECKS_TARGET.as_bytes(),
+    )
+    .map_err(write)?;
+    cpio.symlink("etc/systemd/system/default.target", "zt-checks.target")
         .map_err(write)?;
     let deb_bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
     cpio.file(GUEST_DEB, 0o644, &deb_bytes).map_err(write)?;
@@ -303,7 +337,105 @@ else
     fail completion "exit status $status, offered: $(tail -n 1 /tmp/completion)"
 fi
 
-if [ $failed -eq 0 ]; then echo "{MARK} result PASS"; else echo "{MARK} result FAIL"; fi
+# Then systemd, as PID 1: the checks go on in zt-checks.service.
+echo $failed > /run/zt-failed
+if [ -x /lib/systemd/systemd ]; then
+    echo "{MARK} check systemd PASS"
+    exec /lib/systemd/systemd --log-target=console --show-status=false
+fi
+echo "{MARK} check systemd FAIL: no /lib/systemd/systemd"
+echo "{MARK} result FAIL"
+off
+"#
+    )
+}
+
+/// The service and target systemd boots to: the checks, then power off.
+const CHECKS_SERVICE: &str = "[Unit]
+Description=zombie-trace package checks under systemd
+After=basic.target
+
+[Service]
+Type=oneshot
+TimeoutStartSec=infinity
+ExecStart=/zt-systemd-checks
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/console
+";
+const CHECKS_TARGET: &str = "[Unit]
+Description=zombie-trace package checks
+Requires=basic.target zt-checks.service
+After=basic.target zt-checks.service
+AllowIsolate=yes
+";
+
+/// Where the systemd checks' script is in the guest.
+const SYSTEMD_CHECKS: &str = "zt-systemd-checks";
+
+/// The checks under systemd, as `zt-checks.service`: a leaker in a
+/// `systemd-run --scope` scope is named by it (`watch --json`), and the
+/// packaged unit, started by systemd, serves metrics naming it.
+fn systemd_checks() -> String {
+    format!(
+        r#"#!/bin/bash
+# The zombie-trace package test under systemd, written by `cargo xtask dist --test`.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
+failed=$(cat /run/zt-failed 2>/dev/null || echo 1)
+pass() {{ echo "{MARK} check $1 PASS"; }}
+fail() {{ echo "{MARK} check $1 FAIL: $2"; failed=1; }}
+off() {{ sync; echo o > /proc/sysrq-trigger; sleep 60; }}
+
+# A leaker in a transient scope, as `systemd-run --scope` makes for a
+# command run by hand: systemd-run execs the command, so $! is the leaker.
+systemd-run --quiet --scope --unit=zt-leak sh -c 'sleep 0.2 & exec sleep 120' &
+leaker=$!
+sleep 2
+zombie-trace watch --json --interval 1 --duration 3 --pid $leaker > /tmp/scope 2> /tmp/scope.err
+status=$?
+tail -c 600 /tmp/scope; cat /tmp/scope.err
+if [ $status -ne 0 ]; then
+    fail scope "watch exit status $status: $(head -c 300 /tmp/scope.err)"
+elif grep -q "\"pid\":$leaker,.*\"unit\":\"zt-leak.scope\"" /tmp/scope; then
+    pass scope
+else
+    fail scope "no row names PID $leaker in unit zt-leak.scope"
+fi
+
+# The packaged unit, as systemd runs it: a dynamic user holding only the
+# capabilities it lists. Its metrics name the leaker and its scope.
+systemctl start zombie-trace.service
+scrape() {{
+    exec 3<>/dev/tcp/127.0.0.1/21717 || return 1
+    printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+    cat <&3
+    exec 3<&-
+}}
+found=0
+for i in $(seq 60); do
+    if scrape > /tmp/metrics 2>/dev/null && grep -q "^zombietrace_parent_pending_zombies{{pid=\"$leaker\".*unit=\"zt-leak.scope\".*}} 1" /tmp/metrics; then
+        found=1
+        break
+    fi
+    sleep 1
+done
+grep '^zombietrace_parent_pending_zombies' /tmp/metrics | head -5
+systemctl status --no-pager zombie-trace.service | head -12
+main=$(systemctl show -p MainPID --value zombie-trace.service)
+user=$(ps -o user= -p "$main" 2>/dev/null)
+capeff=$(awk '/^CapEff:/ {{ print $2 }}' /proc/$main/status 2>/dev/null)
+echo "service user: $user, CapEff $capeff"
+if [ $found -eq 1 ] && [ -n "$user" ] && [ "$user" != root ] && [ "$capeff" = 000000c000000000 ]; then
+    pass service
+elif [ $found -eq 1 ]; then
+    fail service "it runs as $user with CapEff $capeff, not a dynamic user with CAP_BPF and CAP_PERFMON only"
+else
+    fail service "no series names PID $leaker in zt-leak.scope: $(journalctl -u zombie-trace --no-pager 2>/dev/null | tail -5 | tr '\n' ' ' | head -c 400)"
+fi
+systemctl stop zombie-trace.service
+kill $leaker
+
+if [ "$failed" = 0 ]; then echo "{MARK} result PASS"; else echo "{MARK} result FAIL"; fi
 off
 "#
     )
@@ -395,8 +527,14 @@ mod tests {
     fn init_runs_every_check() {
         let script = init_script();
         assert!(script.starts_with("#!/bin/sh\n"));
+        let systemd = systemd_checks();
         for check in CHECKS {
-            assert!(script.contains(&format!("pass {check}")), "{check}");
+            assert!(
+                script.contains(&format!("pass {check}"))
+                    || script.contains(&format!("check {check} PASS"))
+                    || systemd.contains(&format!("pass {check}")),
+                "{check}"
+            );
         }
     }
 }

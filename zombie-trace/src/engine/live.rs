@@ -309,6 +309,14 @@ impl Session {
         let mut tracer = Tracer::attach(options)?;
         let started = facts::now()?;
         let table = ProcessTable::read(Some(&mut tracer))?;
+        // Attached and seeded: what only attaching needed is given up.
+        match crate::kernel::check::drop_attach_only_capabilities() {
+            Ok(dropped) if !dropped.is_empty() => {
+                log::info!("attached; gave up {}", dropped.join(", "));
+            }
+            Ok(_) => {}
+            Err(err) => log::warn!("giving up the capabilities only attaching needs: {err}"),
+        }
         let (ledger, _, seed) = seeded_ledger(started.boot_ns, log.is_some(), table)?;
         if let Some(log) = log.as_deref_mut() {
             log.seed(started, &seed);

@@ -75,7 +75,12 @@ pub fn effective_caps() -> Option<u64> {
 /// or, when it has them all, that something else refuses (a seccomp
 /// filter, a security module).
 pub fn missing_caps_note(wanted: &[u32]) -> String {
-    match effective_caps() {
+    missing_caps_note_for(effective_caps(), wanted)
+}
+
+/// [`missing_caps_note`] for effective capabilities `caps`.
+pub fn missing_caps_note_for(caps: Option<u64>, wanted: &[u32]) -> String {
+    match caps {
         Some(caps) => match missing_caps(caps, wanted).as_slice() {
             [] => format!(
                 " (this process has {}: a seccomp filter or a security module refuses it)",
@@ -338,6 +343,85 @@ fn privilege_problem_for(p: &Privileges, command: &str) -> Option<String> {
     ))
 }
 
+/// `kernel.perf_event_paranoid`. Above 2 the kernel itself adds no
+/// restriction, but Debian's and Ubuntu's kernels then open perf events
+/// (which attach the syscall tracepoints) only for CAP_SYS_ADMIN.
+pub fn perf_event_paranoid() -> Option<i64> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Capabilities a live command needs only to attach: CAP_SYS_ADMIN (perf
+/// events on kernels with perf_event_paranoid above 2) and
+/// CAP_DAC_READ_SEARCH (tracefs, which only its owner may read).
+const ATTACH_ONLY_CAPS: [u32; 2] = [CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH];
+
+/// Gives up, once the programs are attached, what only attaching needed
+/// ([`ATTACH_ONLY_CAPS`]), and every ambient capability (which the commands
+/// `run` starts would inherit). Root keeps its capabilities (an exec gives
+/// them back anyway). Returns the capabilities given up. Capabilities are
+/// per thread: called before the session starts any other thread.
+pub fn drop_attach_only_capabilities() -> Result<Vec<&'static str>, io::Error> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(Vec::new());
+    }
+    /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+    const VERSION_3: u32 = 0x2008_0522;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes two Data structs for version 3, which `data` holds.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut dropped = Vec::new();
+    for cap in ATTACH_ONLY_CAPS {
+        let (word, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
+        if data[word].permitted & bit != 0 {
+            dropped.push(cap_name(cap));
+        }
+        data[word].effective &= !bit;
+        data[word].permitted &= !bit;
+        data[word].inheritable &= !bit;
+    }
+    // SAFETY: clearing the ambient set takes no pointers.
+    let cleared = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if cleared != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: capset reads the header and two Data structs.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(dropped)
+}
+
 /// The `CapEff` (effective capabilities) mask from `/proc/<pid>/status` content.
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
     status
@@ -367,6 +451,8 @@ struct Privileges {
     /// Definitely in a user namespace other than the initial one, whose
     /// capabilities do not count for BPF.
     in_child_user_namespace: bool,
+    /// `kernel.perf_event_paranoid`, when readable.
+    perf_event_paranoid: Option<i64>,
 }
 
 impl Privileges {
@@ -381,6 +467,7 @@ impl Privileges {
             euid,
             cap_eff,
             in_child_user_namespace,
+            perf_event_paranoid: perf_event_paranoid(),
         }
     }
 
@@ -568,6 +655,24 @@ fn privileges_check(p: &Privileges, tracefs: TracefsAccess) -> Check {
     if let Some(problem) = refused_anyway {
         return Check::new(NAME, Status::Missing, format!("{detail}; {problem}"))
             .fix("see the security module's log (audit, AppArmor, SELinux) for the denial");
+    }
+    let paranoid = p
+        .perf_event_paranoid
+        .filter(|&level| level > 2 && !has_cap(caps, CAP_SYS_ADMIN));
+    if let (true, Some(level)) = (missing.is_empty(), paranoid) {
+        return Check::new(
+            NAME,
+            Status::Warn,
+            format!(
+                "{detail}; kernel.perf_event_paranoid is {level}: Debian's and Ubuntu's kernels \
+                 then open perf events (the syscall tracepoints) only for CAP_SYS_ADMIN, which \
+                 this process lacks (upstream kernels treat {level} as 2)"
+            ),
+        )
+        .fix(
+            "grant CAP_SYS_ADMIN as well (zombie-trace gives it up once its programs are \
+             attached), or `sysctl kernel.perf_event_paranoid=2`",
+        );
     }
     if missing.is_empty() {
         return Check::new(NAME, Status::Ok, detail);
@@ -1283,6 +1388,7 @@ mod tests {
             euid,
             cap_eff,
             in_child_user_namespace: false,
+            perf_event_paranoid: Some(2),
         }
     }
 
@@ -1343,6 +1449,38 @@ mod tests {
             privilege_problem_for(&userns, "watch")
                 .unwrap()
                 .contains("user namespace")
+        );
+    }
+
+    /// Where perf_event_paranoid is above 2, a tracer without CAP_SYS_ADMIN
+    /// is warned, with both fixes; root and 2 are fine.
+    #[test]
+    fn privileges_check_warns_of_a_distribution_perf_restriction() {
+        let bit = |c: u32| 1u64 << c;
+        let bpf = bit(CAP_BPF) | bit(CAP_PERFMON);
+        let readable = TracefsAccess::Readable {
+            by_capability: false,
+        };
+        let debian = Privileges {
+            perf_event_paranoid: Some(3),
+            ..privileges(65534, Some(bpf))
+        };
+        let c = privileges_check(&debian, readable);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.detail.contains("perf_event_paranoid is 3"), "{c:?}");
+        let fix = c.fix.unwrap_or_default();
+        assert!(
+            fix.contains("CAP_SYS_ADMIN") && fix.contains("perf_event_paranoid=2"),
+            "{fix}"
+        );
+        let admin = Privileges {
+            cap_eff: Some(bpf | bit(CAP_SYS_ADMIN)),
+            ..debian
+        };
+        assert_eq!(privileges_check(&admin, readable).status, Status::Ok);
+        assert_eq!(
+            privileges_check(&privileges(65534, Some(bpf)), readable).status,
+            Status::Ok
         );
     }
 

@@ -16,7 +16,10 @@ use zombie_trace_common::{
     SEED_PROGRAM, WAKEUP_BYTES_GLOBAL,
 };
 
-use crate::kernel::check::{BPF_CAPS, effective_caps, errno_name, missing_caps, missing_caps_note};
+use crate::kernel::check::{
+    BPF_CAPS, CAP_SYS_ADMIN, effective_caps, errno_name, has_cap, missing_caps,
+    missing_caps_note_for, perf_event_paranoid,
+};
 use crate::kernel::tasks::TaskTable;
 
 /// The eBPF object, built by build.rs, embedded once.
@@ -106,12 +109,12 @@ pub enum TracerError {
     Privileges(String),
     /// The kernel refused a step for want of a privilege (EPERM, EACCES):
     /// one line naming the step and the capabilities, no error chain.
-    #[error("{step} was refused ({errno}): run as root or grant CAP_BPF and CAP_PERFMON{missing}")]
+    #[error("{step} was refused ({errno}): {fix}")]
     Refused {
         step: String,
         errno: String,
-        /// [`missing_caps_note`] of CAP_BPF and CAP_PERFMON.
-        missing: String,
+        /// What to grant or change ([`refusal_fix`]).
+        fix: String,
     },
     #[error(transparent)]
     Layout(#[from] crate::kernel::layout::LayoutError),
@@ -235,9 +238,8 @@ fn load<'a>(
 }
 
 /// `err` as [`TracerError::Refused`] when an OS error in its chain is a
-/// refusal (EPERM, EACCES): a missing capability, or a seccomp filter or
-/// security module. Checked before any fallback, which would only hide it
-/// behind a less clear failure of the fallback's own programs.
+/// refusal ([`refusal_fix`]). Checked before any fallback, which would only
+/// hide it behind a less clear failure of the fallback's own programs.
 fn refused(err: TracerError) -> TracerError {
     let step = match &err {
         TracerError::Load(_) => "loading the eBPF programs".to_owned(),
@@ -246,17 +248,16 @@ fn refused(err: TracerError) -> TracerError {
     };
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     while let Some(cause) = next {
-        if let Some(code @ (libc::EPERM | libc::EACCES)) = cause
+        let code = cause
             .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-            // With both capabilities, EACCES is the verifier rejecting a
-            // program (an older kernel): the fallbacks deal with it.
-            && (code == libc::EPERM || lacks_bpf_caps())
+            .and_then(std::io::Error::raw_os_error);
+        if let Some(code) = code
+            && let Some(fix) = refusal_fix(code, effective_caps(), perf_event_paranoid())
         {
             return TracerError::Refused {
                 step,
                 errno: errno_name(Some(code)),
-                missing: missing_caps_note(&BPF_CAPS),
+                fix,
             };
         }
         next = cause.source();
@@ -264,9 +265,37 @@ fn refused(err: TracerError) -> TracerError {
     err
 }
 
-/// Whether this process lacks CAP_BPF or CAP_PERFMON (or cannot tell).
-fn lacks_bpf_caps() -> bool {
-    effective_caps().is_none_or(|caps| !missing_caps(caps, &BPF_CAPS).is_empty())
+/// Whether errno `code` from loading or attaching is a refusal, and then
+/// its fix, given this process's capabilities and `kernel.perf_event_paranoid`:
+///
+/// - EPERM, or EACCES without CAP_BPF and CAP_PERFMON: a missing capability
+///   (or, with both, a seccomp filter or security module);
+/// - EACCES with both, but without CAP_SYS_ADMIN, where perf_event_paranoid
+///   is above 2: Debian's and Ubuntu's kernels then open perf events (the
+///   syscall tracepoints) only for CAP_SYS_ADMIN;
+/// - any other EACCES with both is the verifier rejecting a program (an
+///   older kernel): not a refusal, the fallbacks deal with it.
+fn refusal_fix(code: i32, caps: Option<u64>, paranoid: Option<i64>) -> Option<String> {
+    if code != libc::EPERM && code != libc::EACCES {
+        return None;
+    }
+    let lacks_bpf = caps.is_none_or(|caps| !missing_caps(caps, &BPF_CAPS).is_empty());
+    if code == libc::EPERM || lacks_bpf {
+        return Some(format!(
+            "run as root or grant CAP_BPF and CAP_PERFMON{}",
+            missing_caps_note_for(caps, &BPF_CAPS)
+        ));
+    }
+    let admin = caps.is_some_and(|caps| has_cap(caps, CAP_SYS_ADMIN));
+    match paranoid {
+        Some(level) if level > 2 && !admin => Some(format!(
+            "kernel.perf_event_paranoid is {level}, and above 2 this kernel (Debian's, Ubuntu's) \
+             opens perf events only for CAP_SYS_ADMIN (missing: CAP_SYS_ADMIN): grant it too \
+             (zombie-trace gives it up once its programs are attached), or set \
+             `sysctl kernel.perf_event_paranoid=2`, or run as root"
+        )),
+        _ => None,
+    }
 }
 
 fn is_btf_program(name: &str) -> bool {
@@ -655,14 +684,25 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains('\n'), "{line}");
-        // EACCES is a refusal when a capability is missing, else the
-        // verifier's answer, left to the fallbacks.
-        let eacces = refused(program_error("bpf_prog_load", libc::EACCES));
-        if lacks_bpf_caps() {
-            assert!(matches!(eacces, TracerError::Refused { .. }), "{eacces:?}");
-        } else {
-            assert!(matches!(eacces, TracerError::Program { .. }), "{eacces:?}");
-        }
+        // EACCES: a refusal when a capability is missing, or when a
+        // distribution kernel's perf_event_paranoid wants CAP_SYS_ADMIN;
+        // else the verifier's answer, left to the fallbacks.
+        let (bpf, perfmon, admin) = (1u64 << 39, 1u64 << 38, 1u64 << 21);
+        let fix = |code, caps, paranoid| refusal_fix(code, Some(caps), paranoid);
+        assert!(
+            fix(libc::EACCES, bpf, Some(2)).is_some_and(|f| f.contains("missing: CAP_PERFMON"))
+        );
+        assert_eq!(fix(libc::EACCES, bpf | perfmon, Some(2)), None);
+        assert_eq!(fix(libc::EACCES, bpf | perfmon | admin, Some(3)), None);
+        let debian = fix(libc::EACCES, bpf | perfmon, Some(3)).expect("a refusal");
+        assert!(
+            debian.contains("perf_event_paranoid is 3")
+                && debian.contains("missing: CAP_SYS_ADMIN")
+                && debian.contains("kernel.perf_event_paranoid=2"),
+            "{debian}"
+        );
+        assert!(fix(libc::EPERM, bpf | perfmon, Some(2)).is_some());
+        assert_eq!(fix(libc::ENOENT, 0, Some(3)), None);
         assert!(matches!(
             refused(program_error("perf_event_open", libc::ENOENT)),
             TracerError::Program { .. }
