@@ -14,9 +14,8 @@ use zombie_trace::host::mounts::read_mounts;
 use zombie_trace_tests::client::{Workload, bin_path};
 
 use crate::common::*;
-use crate::diagnosis::PidsCgroup;
 use crate::latency::LatencyCommand;
-use crate::serve::{Serve, sample};
+use crate::serve::{Serve, prometheus_can_run, sample};
 use crate::top::{Tmux, pending_of, tmux_problem};
 
 /// The roots of the hierarchies a process's names can come from: every v2
@@ -64,6 +63,33 @@ impl PlacedCgroup {
             "no cgroup hierarchy is mounted here (/proc/mounts has no cgroup2 and no v1 name=systemd or pids)"
         );
         placed
+    }
+}
+
+impl PlacedCgroup {
+    /// Limits the tasks in it to `max` where a hierarchy has the pids
+    /// controller (v1 `pids`; v2 once enabled on the way down): that
+    /// directory, to read `pids.current` from.
+    fn limit_pids(&self, max: u64) -> PathBuf {
+        for dir in &self.dirs {
+            if !dir.join("pids.max").exists() && dir.join("cgroup.controllers").exists() {
+                let mut way: Vec<&std::path::Path> = dir
+                    .ancestors()
+                    .skip(1)
+                    .take_while(|a| a.join("cgroup.controllers").exists())
+                    .collect();
+                way.reverse();
+                for ancestor in way {
+                    let _ = std::fs::write(ancestor.join("cgroup.subtree_control"), "+pids");
+                }
+            }
+            if dir.join("pids.max").exists() {
+                std::fs::write(dir.join("pids.max"), max.to_string())
+                    .unwrap_or_else(|e| panic!("writing {}/pids.max: {e}", dir.display()));
+                return dir.clone();
+            }
+        }
+        panic!("no hierarchy has the pids controller for {:?}", self.dirs)
     }
 }
 
@@ -418,21 +444,7 @@ fn top_shows_where_each_leaker_runs_and_filters_by_container() {
     let tmux = Tmux {
         socket: format!("zombie-trace-test-containers-{}", std::process::id()),
     };
-    let command = format!(
-        "{} top; echo \"top exited with status $?\"; sleep 120",
-        bin_path("zombie-trace").display()
-    );
-    tmux.ok(&[
-        "new-session",
-        "-d",
-        "-x",
-        "140",
-        "-y",
-        "30",
-        "-s",
-        "top",
-        &command,
-    ]);
+    start_top(&tmux, "");
     let docker_short = &docker.container_id.as_deref().expect("an id")[..12];
     let pod_short = &pod.pod_uid.as_deref().expect("a UID")[..8];
     let row_of = |screen: &str, pid: u32| {
@@ -474,21 +486,7 @@ fn top_shows_where_each_leaker_runs_and_filters_by_container() {
 
     // Started with --cgroup, top shows the pods' leaker alone, and says so.
     tmux.ok(&["kill-session", "-t", "top"]);
-    let command = format!(
-        "{} top --cgroup /kubepods.slice; echo \"top exited with status $?\"; sleep 120",
-        bin_path("zombie-trace").display()
-    );
-    tmux.ok(&[
-        "new-session",
-        "-d",
-        "-x",
-        "140",
-        "-y",
-        "30",
-        "-s",
-        "top",
-        &command,
-    ]);
+    start_top(&tmux, " --cgroup /kubepods.slice");
     tmux.until(
         "the pod's leaker alone",
         budget(Duration::from_secs(20)),
@@ -509,6 +507,26 @@ fn top_shows_where_each_leaker_runs_and_filters_by_container() {
     drop(in_pod);
     drop(docker_cgroup);
     drop(pod_cgroup);
+}
+
+/// Starts `zombie-trace top{flags}` in tmux session `top`, 140x30; the
+/// shell says how it exited.
+fn start_top(tmux: &Tmux, flags: &str) {
+    let command = format!(
+        "{} top{flags}; echo \"top exited with status $?\"; sleep 120",
+        bin_path("zombie-trace").display()
+    );
+    tmux.ok(&[
+        "new-session",
+        "-d",
+        "-x",
+        "140",
+        "-y",
+        "30",
+        "-s",
+        "top",
+        &command,
+    ]);
 }
 
 /// The PIDs of the parents `watch --json` (with `filter`) names in its
@@ -911,10 +929,7 @@ fn a_containers_pids_max_is_the_limit_its_leak_is_forecast_and_alerted_against()
     use zombie_trace_tests::prometheus::{
         Prometheus, TempDir, rules_copy_with_short_for, samples, shipped_rules,
     };
-    let no_prometheus = zombie_trace_tests::prometheus::prometheus_bin()
-        .is_none()
-        .then(|| "prometheus is not installed (`cargo xtask test` installs it as root)".to_owned());
-    if !can_run(no_prometheus, None) {
+    if !prometheus_can_run() {
         return;
     }
     const LIMIT: u64 = 200;
@@ -925,12 +940,16 @@ fn a_containers_pids_max_is_the_limit_its_leak_is_forecast_and_alerted_against()
     let prometheus = Prometheus::start(&serve.addr.to_string(), &[rules], Duration::from_secs(1))
         .unwrap_or_else(|e| panic!("start prometheus: {e}"));
 
-    // A container limited to 200 tasks whose process leaks 8 zombies a
-    // second, far below pid_max.
-    let container = PidsCgroup::create(LIMIT);
-    let mut leaker = Workload::start("steady-leaker", &["8"]);
+    // A pod's container limited to 200 tasks whose process leaks 8 zombies
+    // a second, far below pid_max.
+    let (_, pod) = layouts()
+        .into_iter()
+        .find(|(_, w)| w.pod_uid.is_some() && w.container_id.is_some())
+        .expect("a Kubernetes layout");
+    let container = PlacedCgroup::create(&pod.path);
+    let limited = container.limit_pids(LIMIT);
+    let mut leaker = Workload::start_in(&container.dirs, "steady-leaker", &["8"]);
     let pid = leaker.pid();
-    container.add(pid);
     leaker.send_line("go");
 
     // At 150 zombies: the headroom is the container's, to the task.
@@ -942,7 +961,7 @@ fn a_containers_pids_max_is_the_limit_its_leak_is_forecast_and_alerted_against()
             "zombietrace_parent_pending_zombies",
             &format!("pid=\"{pid}\""),
         );
-        let current: u64 = std::fs::read_to_string(container.dir.join("pids.current"))
+        let current: u64 = std::fs::read_to_string(limited.join("pids.current"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .expect("pids.current");
@@ -995,6 +1014,94 @@ fn a_containers_pids_max_is_the_limit_its_leak_is_forecast_and_alerted_against()
         })
         .collect();
     assert_eq!(limits, [Some("cgroup_pids_max".to_owned())], "{data}");
+    // Prometheus has the leaker's series named by its pod and container.
+    let data = prometheus
+        .query(&format!(
+            "zombietrace_parent_pending_zombies{{pid=\"{pid}\"}}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let found = samples(&data);
+    let labels = &found
+        .first()
+        .unwrap_or_else(|| panic!("no series: {data}"))
+        .0;
+    let label = |name: &str| labels.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    assert_eq!(label("pod_uid"), pod.pod_uid, "{data}");
+    assert_eq!(label("container_id"), pod.container_id, "{data}");
+    assert_eq!(label("unit"), pod.unit, "{data}");
     drop(leaker);
     drop(container);
+}
+
+/// The PIDs of the parents in the last report of `report FILE --json
+/// flags`, and its standard error.
+fn reported(file: &str, flags: &[&str]) -> (Vec<u64>, String) {
+    let mut args = vec!["report", file, "--json"];
+    args.extend_from_slice(flags);
+    let (ok, stdout, stderr) = run(&args);
+    assert!(ok, "report {flags:?} failed: {stderr}");
+    let last = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .rfind(|l| l["type"] == "report")
+        .unwrap_or_else(|| panic!("report {flags:?} printed no report:\n{stdout}"));
+    let mut pids: Vec<u64> = last["parents"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r["pid"].as_u64()).collect())
+        .unwrap_or_default();
+    pids.sort_unstable();
+    (pids, stderr)
+}
+
+#[test]
+fn a_recording_made_for_one_unit_shows_its_parents_unless_told_otherwise() {
+    if !privileged() {
+        return;
+    }
+    let layouts = layouts();
+    let find = |name: &str| {
+        &layouts
+            .iter()
+            .find(|(l, _)| l.starts_with(name))
+            .unwrap_or_else(|| panic!("layout {name}"))
+            .1
+    };
+    let (service, docker) = (find("a systemd service"), find("docker with the systemd"));
+    let unit = service.unit.clone().expect("a unit");
+    let cgroups = [
+        PlacedCgroup::create(&service.path),
+        PlacedCgroup::create(&docker.path),
+    ];
+    let leakers: Vec<Workload> = cgroups
+        .iter()
+        .map(|c| Workload::start_in(&c.dirs, "never-waits", &["3"]))
+        .collect();
+    let [in_service, in_docker] = [0, 1].map(|i| u64::from(leakers[i].pid()));
+
+    // Recorded for the service's unit: every event is kept all the same.
+    let dir = std::env::temp_dir().join(format!("zt-recorded-for-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let file = dir.join("unit.ztr").to_string_lossy().into_owned();
+    let duration = format!("{:.1}", budget(Duration::from_secs(2)).as_secs_f64());
+    let (ok, _, stderr) = run(&["record", "-o", &file, "--unit", &unit, "--duration", &duration]);
+    assert!(ok, "record --unit failed: {stderr}");
+
+    let (pids, stderr) = reported(&file, &[]);
+    assert_eq!(pids, [in_service], "the recording's own filter");
+    assert!(
+        stderr.contains(&format!("recorded for --unit {unit}")) && stderr.contains("--all"),
+        "{stderr}"
+    );
+    let (pids, _) = reported(&file, &["--all"]);
+    let mut both = vec![in_service, in_docker];
+    both.sort_unstable();
+    assert!(both.iter().all(|p| pids.contains(p)), "--all: {pids:?}");
+    let short = &docker.container_id.as_deref().expect("an id")[..12];
+    let (pids, stderr) = reported(&file, &["--container", short]);
+    assert_eq!(pids, [in_docker], "the command line's filter wins");
+    assert!(!stderr.contains("recorded for"), "{stderr}");
+
+    drop(leakers);
+    drop(cgroups);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -173,12 +173,12 @@ fn a_pid_namespace_init_that_never_reaps_is_the_one_that_must_reap() {
 }
 
 /// A cgroup with a pids.max, removed again on drop.
-pub(crate) struct PidsCgroup {
-    pub(crate) dir: PathBuf,
+struct PidsCgroup {
+    dir: PathBuf,
 }
 
 impl PidsCgroup {
-    pub(crate) fn create(limit: u64) -> PidsCgroup {
+    fn create(limit: u64) -> PidsCgroup {
         let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
         let v1 = mounts.lines().find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -204,7 +204,7 @@ impl PidsCgroup {
         PidsCgroup { dir }
     }
 
-    pub(crate) fn add(&self, pid: u32) {
+    fn add(&self, pid: u32) {
         std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("cgroup.procs");
     }
 }

@@ -111,6 +111,15 @@ pub(crate) fn sample(exposition: &str, name: &str, labels: &str) -> Option<f64> 
     })
 }
 
+/// Whether a real Prometheus can run here (with `CI=true` a test that
+/// needs one fails where it cannot; elsewhere it is skipped with the reason).
+pub(crate) fn prometheus_can_run() -> bool {
+    let no_prometheus = zombie_trace_tests::prometheus::prometheus_bin()
+        .is_none()
+        .then(|| "prometheus is not installed (`cargo xtask test` installs it as root)".to_owned());
+    can_run(no_prometheus, None)
+}
+
 fn parent_series(exposition: &str) -> usize {
     exposition
         .lines()
@@ -321,10 +330,7 @@ fn a_real_prometheus_sees_the_exact_count_and_fires_the_alert_naming_the_pid() {
     use zombie_trace_tests::prometheus::{
         Prometheus, TempDir, rules_copy_with_short_for, samples, shipped_rules,
     };
-    let no_prometheus = zombie_trace_tests::prometheus::prometheus_bin()
-        .is_none()
-        .then(|| "prometheus is not installed (`cargo xtask test` installs it as root)".to_owned());
-    if !can_run(no_prometheus, None) {
+    if !prometheus_can_run() {
         return;
     }
     let serve = Serve::start(&[]);

@@ -23,6 +23,7 @@ use zombie_trace::engine::live::Session;
 use zombie_trace::host::podnames::{PodNames, PodNamesSource};
 use zombie_trace::kernel::check::privilege_problem_of;
 use zombie_trace::kernel::tracer::TracerOptions;
+use zombie_trace::recording::records::Header;
 use zombie_trace::views::report::Filter;
 use zombie_trace_common::DEFAULT_RING_BYTES;
 
@@ -128,7 +129,43 @@ pub struct FilterArgs {
     container: Option<String>,
 }
 
+/// [`FilterArgs`] alone, to read the flags a recording keeps.
+#[derive(Debug, Parser)]
+#[command(no_binary_name = true)]
+struct RecordedFilterFlags {
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
 impl FilterArgs {
+    /// Whether no filter flag was given.
+    pub fn is_empty(&self) -> bool {
+        self.to_flags().is_empty()
+    }
+
+    /// The flags that give this filter (`["--unit", "cron.service"]`).
+    pub fn to_flags(&self) -> Vec<String> {
+        let flags: [(&str, Option<String>); 5] = [
+            ("--pid", self.pid.map(|p| p.to_string())),
+            ("--comm", self.comm.clone()),
+            ("--cgroup", self.cgroup.clone()),
+            ("--unit", self.unit.clone()),
+            ("--container", self.container.clone()),
+        ];
+        flags
+            .into_iter()
+            .filter_map(|(flag, value)| Some([flag.to_owned(), value?]))
+            .flatten()
+            .collect()
+    }
+
+    /// The filter a recording was made with, from its flags.
+    pub fn from_flags(flags: &[String]) -> Result<Self, String> {
+        RecordedFilterFlags::try_parse_from(flags)
+            .map(|parsed| parsed.filter)
+            .map_err(|e| format!("the recording's filter flags {flags:?} do not parse: {e}"))
+    }
+
     pub fn filter(&self) -> Filter {
         Filter {
             pid: self.pid,
@@ -138,6 +175,21 @@ impl FilterArgs {
             container: self.container.clone(),
         }
     }
+}
+
+/// The parents a view of a recording shows: the command line's filter;
+/// else, unless `all`, the one the recording was made with (said in one
+/// line on stderr).
+pub fn replayed_filter(given: &FilterArgs, all: bool, header: &Header) -> Result<Filter, String> {
+    if !given.is_empty() || all || header.filter_flags.is_empty() {
+        return Ok(given.filter());
+    }
+    let recorded = FilterArgs::from_flags(&header.filter_flags)?;
+    eprintln!(
+        "zombie-trace: recorded for {}: showing those parents (--all shows every parent)",
+        header.filter_flags.join(" ")
+    );
+    Ok(recorded.filter())
 }
 
 /// A container id or its first digits: lowercase hex, at most 64.
@@ -275,5 +327,34 @@ impl Output {
         } else {
             self.text(&text(value))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_flags_survive_a_recording() {
+        let given = RecordedFilterFlags::try_parse_from([
+            "--unit",
+            "cron.service",
+            "--container",
+            "4C1F09A2B7D3",
+            "--pid",
+            "42",
+        ])
+        .expect("flags parse")
+        .filter;
+        let flags = given.to_flags();
+        assert_eq!(
+            flags,
+            ["--pid", "42", "--unit", "cron.service", "--container", "4c1f09a2b7d3"]
+        );
+        let back = FilterArgs::from_flags(&flags).expect("parse back");
+        assert_eq!(back.to_flags(), flags);
+        assert_eq!(back.filter().unit.as_deref(), Some("cron.service"));
+        assert!(FilterArgs::from_flags(&[]).expect("none").is_empty());
+        assert!(FilterArgs::from_flags(&["--nope".to_owned()]).is_err());
     }
 }

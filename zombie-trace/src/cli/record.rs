@@ -12,7 +12,7 @@ use zombie_trace::host::facts;
 use zombie_trace::model::Change;
 use zombie_trace::recording::recorder::Recorder;
 
-use super::TraceArgs;
+use super::{FilterArgs, TraceArgs};
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
@@ -25,6 +25,10 @@ pub struct RecordArgs {
     max_bytes: Option<u64>,
     #[command(flatten)]
     trace: TraceArgs,
+    /// The parents the recording's views show by default (`report`, `top
+    /// --replay`); every event is recorded all the same.
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 /// Options for recording beside another command (`watch --record`).
@@ -72,10 +76,18 @@ pub fn start_recording(
     command: &str,
     tick_interval: Duration,
     max_bytes: Option<u64>,
+    filter: &FilterArgs,
 ) -> anyhow::Result<Session> {
     // The header's start is the recorder's; the seed carries the session's.
     let started = facts::now()?;
-    let recorder = Recorder::create(path, command, started, tick_interval, max_bytes)?;
+    let recorder = Recorder::create(
+        path,
+        command,
+        started,
+        tick_interval,
+        max_bytes,
+        filter.to_flags(),
+    )?;
     let log: Box<dyn InputLog> = Box::new(recorder);
     let mut session = Session::start_logged(trace.options(), Some(log))?;
     trace.name_pods(&mut session);
@@ -111,6 +123,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         "record",
         MAINTAIN_INTERVAL,
         args.max_bytes,
+        &args.filter,
     )?;
     let until = args
         .trace

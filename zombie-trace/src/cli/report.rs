@@ -18,7 +18,7 @@ use zombie_trace::views::watch::WatchView;
 
 use super::latency::{By, LatencyPrinter};
 use super::watch::{WatchFlags, Watcher};
-use super::{EXIT_USAGE, FilterArgs, Output};
+use super::{EXIT_USAGE, FilterArgs, Output, replayed_filter};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -51,6 +51,10 @@ pub struct ReportArgs {
     perfetto: Option<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
+    /// Every parent, not only those the recording was made for (`record
+    /// --unit ...`).
+    #[arg(long)]
+    all: bool,
 }
 
 /// Another view than the report, from `--as`.
@@ -127,6 +131,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         Some(Ok(view)) => Some(view),
         None => None,
     };
+    let filter = match replayed_filter(&args.filter, args.all, &opened.header) {
+        Ok(filter) => filter,
+        Err(message) => return usage(message),
+    };
     let interval = args.flags.interval();
     let options = ReplayOptions {
         report_interval: Some(interval),
@@ -138,7 +146,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             let mut printer = LatencyPrinter {
                 view: LatencyView::new(
                     args.by.map_or(GroupBy::Parent, GroupBy::from),
-                    args.filter.filter(),
+                    filter.clone(),
                 ),
                 out,
             };
@@ -169,14 +177,14 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         }
         None if args.json => {
             let mut watcher = Watcher {
-                view: WatchView::new(args.filter.filter(), args.flags.threshold),
+                view: WatchView::new(filter.clone(), args.flags.threshold),
                 out,
             };
             replay_into(&opened, options, &mut watcher)?
         }
         None => {
             let mut incident =
-                IncidentView::new(&opened.header, args.filter.filter(), args.flags.threshold);
+                IncidentView::new(&opened.header, filter.clone(), args.flags.threshold);
             let outcome = replay_into(&opened, options, &mut incident)?;
             let timeline = incident.timeline(&opened.notes());
             if let Some(path) = &args.html {

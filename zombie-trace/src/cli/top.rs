@@ -37,7 +37,7 @@ use zombie_trace::views::top::{
 };
 
 use super::watch::WatchFlags;
-use super::{EXIT_USAGE, FilterArgs, TraceArgs, traced};
+use super::{EXIT_USAGE, FilterArgs, TraceArgs, replayed_filter, traced};
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
@@ -54,9 +54,14 @@ pub struct TopArgs {
     flags: WatchFlags,
     #[command(flatten)]
     trace: TraceArgs,
-    /// The parents shown (`/` narrows the screen further).
+    /// The parents shown (`/` narrows the screen further); with --replay,
+    /// by default those the recording was made for.
     #[command(flatten)]
     filter: FilterArgs,
+    /// With --replay: every parent, not only those the recording was made
+    /// for.
+    #[arg(long, requires = "replay")]
+    all: bool,
 }
 
 /// Exits 2 with one line: this cannot be used.
@@ -458,6 +463,10 @@ fn replay_top(args: TopArgs, path: PathBuf, color: bool) -> anyhow::Result<ExitC
     if let Some(code) = no_terminal() {
         return Ok(code);
     }
+    let filter = match replayed_filter(&args.filter, args.all, &opened.header) {
+        Ok(filter) => filter,
+        Err(message) => return usage(message),
+    };
     let control = ReplayControl {
         speed: args.speed.clamp(MIN_SPEED, MAX_SPEED),
         span_ns: Some(span_ns),
@@ -471,7 +480,7 @@ fn replay_top(args: TopArgs, path: PathBuf, color: bool) -> anyhow::Result<ExitC
     let mut top = ReplayTop {
         view: TopView::new(
             TopState::new(args.flags.threshold, color, Some(control)),
-            args.filter.filter(),
+            filter,
         ),
         screen: Screen::enter()?,
         restart: Rc::new(Cell::new(false)),

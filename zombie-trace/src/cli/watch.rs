@@ -88,7 +88,14 @@ impl Consumer for Watcher {
 pub async fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let interval = args.flags.interval();
     let mut session = match &args.record.record {
-        Some(path) => start_recording(&args.trace, path, "watch", interval, args.record.max_bytes)?,
+        Some(path) => start_recording(
+            &args.trace,
+            path,
+            "watch",
+            interval,
+            args.record.max_bytes,
+            &args.filter,
+        )?,
         None => args.trace.start_session()?,
     };
     let mut watcher = Watcher {

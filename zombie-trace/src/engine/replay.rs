@@ -317,6 +317,7 @@ mod tests {
             },
             wire_sizes: WireSizes::current(),
             max_bytes: None,
+            filter_flags: Vec::new(),
         }
     }
 

@@ -72,6 +72,7 @@ impl Recorder {
         started: Moment,
         tick_interval: Duration,
         max_bytes: Option<u64>,
+        filter_flags: Vec<String>,
     ) -> Result<Self, RecordingError> {
         let identity = Identity::read().map_err(|e| RecordingError::Host(e.to_string()))?;
         let header = Header {
@@ -82,6 +83,7 @@ impl Recorder {
             started,
             wire_sizes: WireSizes::current(),
             max_bytes,
+            filter_flags,
         };
         let writer =
             ContainerWriter::create(path, &encode_json(&header), max_bytes).map_err(|e| {

@@ -39,6 +39,11 @@ pub struct Header {
     pub wire_sizes: WireSizes,
     /// `--max-bytes`, if the recording was bounded.
     pub max_bytes: Option<u64>,
+    /// The filter flags it was recorded with (`--unit cron.service`): the
+    /// parents its views show unless told otherwise. The recording itself
+    /// holds every event (the ledger replays exactly only from all of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_flags: Vec<String>,
 }
 
 /// Sizes of the wire types: a build whose sizes differ cannot decode the
