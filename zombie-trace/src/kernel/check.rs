@@ -361,12 +361,14 @@ const ATTACH_ONLY_CAPS: [u32; 2] = [CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH];
 
 /// Gives up, once the programs are attached, what only attaching needed
 /// ([`ATTACH_ONLY_CAPS`]), and every ambient capability (which the commands
-/// `run` starts would inherit). Root keeps its capabilities (an exec gives
-/// them back anyway). Returns the capabilities given up. Capabilities are
-/// per thread: called before the session starts any other thread.
+/// `run` starts would inherit), in a process given a chosen set (a non-root
+/// user, the DaemonSet's uid 0 with two or three capabilities). Full root,
+/// holding every capability (`sudo`), keeps them: an exec gives them back
+/// anyway. Returns the capabilities given up. Capabilities are per thread:
+/// called before the session starts any other thread.
 pub fn drop_attach_only_capabilities() -> Result<Vec<&'static str>, io::Error> {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if unsafe { libc::geteuid() } == 0 && holds_every_capability() {
         return Ok(Vec::new());
     }
     /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
@@ -420,6 +422,21 @@ pub fn drop_attach_only_capabilities() -> Result<Vec<&'static str>, io::Error> {
         return Err(io::Error::last_os_error());
     }
     Ok(dropped)
+}
+
+/// Whether this process's effective set holds every capability the kernel
+/// knows (`kernel.cap_last_cap`).
+fn holds_every_capability() -> bool {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    match (last, effective_caps()) {
+        (Some(last), Some(caps)) if last < 64 => {
+            let all = u64::MAX >> (63 - last);
+            caps & all == all
+        }
+        _ => false,
+    }
 }
 
 /// The `CapEff` (effective capabilities) mask from `/proc/<pid>/status` content.
