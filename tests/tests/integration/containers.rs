@@ -1083,7 +1083,15 @@ fn a_recording_made_for_one_unit_shows_its_parents_unless_told_otherwise() {
     std::fs::create_dir_all(&dir).expect("a temp dir");
     let file = dir.join("unit.ztr").to_string_lossy().into_owned();
     let duration = format!("{:.1}", budget(Duration::from_secs(2)).as_secs_f64());
-    let (ok, _, stderr) = run(&["record", "-o", &file, "--unit", &unit, "--duration", &duration]);
+    let (ok, _, stderr) = run(&[
+        "record",
+        "-o",
+        &file,
+        "--unit",
+        &unit,
+        "--duration",
+        &duration,
+    ]);
     assert!(ok, "record --unit failed: {stderr}");
 
     let (pids, stderr) = reported(&file, &[]);
@@ -1093,9 +1101,10 @@ fn a_recording_made_for_one_unit_shows_its_parents_unless_told_otherwise() {
         "{stderr}"
     );
     let (pids, _) = reported(&file, &["--all"]);
-    let mut both = vec![in_service, in_docker];
-    both.sort_unstable();
-    assert!(both.iter().all(|p| pids.contains(p)), "--all: {pids:?}");
+    assert!(
+        [in_service, in_docker].iter().all(|p| pids.contains(p)),
+        "--all: {pids:?}"
+    );
     let short = &docker.container_id.as_deref().expect("an id")[..12];
     let (pids, stderr) = reported(&file, &["--container", short]);
     assert_eq!(pids, [in_docker], "the command line's filter wins");

@@ -349,7 +349,14 @@ mod tests {
         let flags = given.to_flags();
         assert_eq!(
             flags,
-            ["--pid", "42", "--unit", "cron.service", "--container", "4c1f09a2b7d3"]
+            [
+                "--pid",
+                "42",
+                "--unit",
+                "cron.service",
+                "--container",
+                "4c1f09a2b7d3"
+            ]
         );
         let back = FilterArgs::from_flags(&flags).expect("parse back");
         assert_eq!(back.to_flags(), flags);
