@@ -33,6 +33,11 @@ pub struct DistArgs {
     /// (see `cargo xtask vmtest --help`).
     #[arg(long)]
     pub test: bool,
+    /// Build the packages and make the package test's userland and kernel,
+    /// without booting (what `cargo xtask test` runs in the background
+    /// while the kernel matrix runs).
+    #[arg(long, hide = true, conflicts_with = "test")]
+    pub prepare: bool,
 }
 
 /// What `dist` made.
@@ -61,7 +66,8 @@ pub fn dist(ws: &Workspace) -> Result<Artifacts> {
     }
     crate::banner("dist: release build");
     run(
-        &mut ws.cargo(["build", "--release", "-p", "zombie-trace"]),
+        ws.cargo(["build", "--release", "-p", "zombie-trace"])
+            .env("CARGO_TARGET_DIR", &ws.target_dir),
         crate::BUILD_FIX,
     )?;
     let binary = ws.target_dir.join("release").join("zombie-trace");

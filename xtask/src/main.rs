@@ -131,6 +131,9 @@ fn dispatch(task: Task) -> Result<ExitCode> {
             if args.test {
                 vmtest::package::test_package(&ws, &artifacts.deb)?;
             }
+            if args.prepare {
+                vmtest::package::prepare(&ws)?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -247,6 +250,14 @@ fn test(ws: &Workspace, args: &[String]) -> Result<()> {
     // The kernel matrix runs the same tests, so a name filter is for the
     // host only; under CI it always runs.
     let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
+    // The package test's release build and clean userland are made while
+    // the kernel matrix runs: its guests keep one core busy (TCG runs
+    // single-threaded), the build takes the other.
+    let package_skip = package_test_skip_reason(in_ci, args);
+    let mut preparing = match package_skip {
+        None => Some(PackagePrep::start(ws)),
+        Some(_) => None,
+    };
     match vmtest_skip_reason(in_ci, args) {
         Some(reason) => eprintln!("\n==== xtask: kernel matrix (VMs): skipped: {reason} ===="),
         None => phases.run("kernel matrix (VMs)", || {
@@ -254,14 +265,83 @@ fn test(ws: &Workspace, args: &[String]) -> Result<()> {
         }),
     }
     // The .deb on a clean Debian 12 userland (`cargo xtask dist --test`).
-    match package_test_skip_reason(in_ci, args) {
+    match package_skip {
         Some(reason) => eprintln!("\n==== xtask: package test (VM): skipped: {reason} ===="),
         None => phases.run("package test (VM)", || {
-            let artifacts = dist::dist(ws)?;
-            vmtest::package::test_package(ws, &artifacts.deb)
+            let package_ws = match preparing.take() {
+                Some(prep) => prep.finish()?,
+                None => bail!("the package test was not prepared"),
+            };
+            let artifacts = dist::dist(&package_ws)?;
+            vmtest::package::test_package(&package_ws, &artifacts.deb)
         }),
     }
     phases.finish("test")
+}
+
+/// `cargo xtask dist --prepare` running in the background, in its own
+/// target directory (so that it never waits for the build lock of the
+/// kernel matrix's builds), one compiler job at a time, its output in a log.
+struct PackagePrep {
+    workspace: Workspace,
+    log: PathBuf,
+    child: std::io::Result<std::process::Child>,
+}
+
+impl PackagePrep {
+    fn start(ws: &Workspace) -> Self {
+        let workspace = Workspace {
+            root: ws.root.clone(),
+            target_dir: ws.target_dir.join("package-build"),
+        };
+        let log = ws.target_dir.join("package-build.log");
+        let child = std::env::current_exe().and_then(|xtask| {
+            std::fs::create_dir_all(&workspace.target_dir)?;
+            let out = std::fs::File::create(&log)?;
+            let err = out.try_clone()?;
+            eprintln!(
+                "xtask: preparing the package test in the background (log: {})",
+                log.display()
+            );
+            std::process::Command::new(xtask)
+                .args(["dist", "--prepare"])
+                .current_dir(&ws.root)
+                .env("CARGO_TARGET_DIR", &workspace.target_dir)
+                .env("CARGO_BUILD_JOBS", "1")
+                .stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+        });
+        Self {
+            workspace,
+            log,
+            child,
+        }
+    }
+
+    /// Waits for it; the workspace it prepared, or why it failed (with the
+    /// end of its log).
+    fn finish(self) -> Result<Workspace> {
+        let status = self
+            .child
+            .and_then(|mut child| child.wait())
+            .context("running `cargo xtask dist --prepare` in the background")?;
+        if !status.success() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            bail!(
+                "`cargo xtask dist --prepare` failed ({status}); the end of {}:\n{}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        eprintln!(
+            "package test: prepared in the background (log: {})",
+            self.log.display()
+        );
+        Ok(self.workspace)
+    }
 }
 
 /// Why `cargo xtask test` leaves the package test out: never under CI (it

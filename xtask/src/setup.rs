@@ -422,13 +422,14 @@ fn is_libllvm_name(name: &str) -> bool {
 /// tracer as a non-root user with only the capabilities the README lists
 /// (util-linux: on every Debian, but not on every image); all in one
 /// `apt-get update` and install.
-pub const TEST_PACKAGES: [(&str, &str); 6] = [
+pub const TEST_PACKAGES: [(&str, &str); 7] = [
     ("chromium", "chromium"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
     ("tmux", "tmux"),
     (crate::vmtest::QEMU, "qemu-system-x86"),
     ("setpriv", "util-linux"),
+    ("debootstrap", "debootstrap"),
 ];
 
 /// Installs the Debian packages of `packages` whose command is missing

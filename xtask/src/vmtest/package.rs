@@ -62,6 +62,22 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// Makes what the package test boots, without booting: the clean userland
+/// and the kernel (both cached).
+pub fn prepare(ws: &Workspace) -> Result<()> {
+    if let Some(reason) = unavailable() {
+        bail!("{reason}");
+    }
+    setup::ensure_debian_packages(&[("debootstrap", "debootstrap")])?;
+    let dir = ws.target_dir.join("vmtest");
+    let work = dir.join("package");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let mut apt = super::Apt::new(dir.join("packages"));
+    let package = apt.resolve(&KERNELS[0])?;
+    apt.unpack(&package)?;
+    userland(&work).map(drop)
+}
+
 pub fn test_package(ws: &Workspace, deb: &Path) -> Result<()> {
     if let Some(reason) = unavailable() {
         bail!("{reason}");
