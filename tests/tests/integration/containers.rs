@@ -137,6 +137,15 @@ struct Expected {
     qos: Option<&'static str>,
 }
 
+/// The layout whose description starts with `name`.
+fn layout(name: &str) -> Expected {
+    layouts()
+        .into_iter()
+        .find(|(l, _)| l.starts_with(name))
+        .map(|(_, want)| want)
+        .unwrap_or_else(|| panic!("no layout {name}"))
+}
+
 fn layouts() -> Vec<(&'static str, Expected)> {
     let n = std::process::id();
     let docker = container_id(1);
@@ -560,18 +569,10 @@ fn cgroup_unit_and_container_filters_keep_the_leakers_placed_there() {
     if !privileged() {
         return;
     }
-    let layouts = layouts();
-    let find = |name: &str| {
-        &layouts
-            .iter()
-            .find(|(l, _)| l.starts_with(name))
-            .unwrap_or_else(|| panic!("layout {name}"))
-            .1
-    };
-    let service = find("a systemd service");
-    let docker = find("docker with the systemd");
-    let pod = find("a Kubernetes pod");
-    let cgroups: Vec<PlacedCgroup> = [service, docker, pod]
+    let service = layout("a systemd service");
+    let docker = layout("docker with the systemd");
+    let pod = layout("a Kubernetes pod");
+    let cgroups: Vec<PlacedCgroup> = [&service, &docker, &pod]
         .iter()
         .map(|w| PlacedCgroup::create(&w.path))
         .collect();
@@ -633,15 +634,10 @@ fn latency_groups_reapers_by_container_and_unit_live_and_from_a_recording() {
     if !privileged() {
         return;
     }
-    let layouts = layouts();
-    let find = |name: &str| {
-        &layouts
-            .iter()
-            .find(|(l, _)| l.starts_with(name))
-            .unwrap_or_else(|| panic!("layout {name}"))
-            .1
-    };
-    let (service, docker) = (find("a systemd service"), find("docker with the systemd"));
+    let (service, docker) = (
+        layout("a systemd service"),
+        layout("docker with the systemd"),
+    );
     let docker_id = docker.container_id.clone().expect("an id");
     let unit = service.unit.clone().expect("a unit");
     let (in_service, in_docker) = (
@@ -1058,15 +1054,10 @@ fn a_recording_made_for_one_unit_shows_its_parents_unless_told_otherwise() {
     if !privileged() {
         return;
     }
-    let layouts = layouts();
-    let find = |name: &str| {
-        &layouts
-            .iter()
-            .find(|(l, _)| l.starts_with(name))
-            .unwrap_or_else(|| panic!("layout {name}"))
-            .1
-    };
-    let (service, docker) = (find("a systemd service"), find("docker with the systemd"));
+    let (service, docker) = (
+        layout("a systemd service"),
+        layout("docker with the systemd"),
+    );
     let unit = service.unit.clone().expect("a unit");
     let cgroups = [
         PlacedCgroup::create(&service.path),
