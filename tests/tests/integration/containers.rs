@@ -262,17 +262,31 @@ fn run(args: &[&str]) -> (bool, String, String) {
 
 /// One `watch --json` report with the leaker's row, from a short run.
 fn watch_row(leaker: u32) -> Value {
+    watch_row_with(leaker, &[]).0
+}
+
+/// A short `watch --json` run with `flags`, which must succeed: its
+/// stdout and stderr.
+fn watch_json(flags: &[&str]) -> (String, String) {
     let duration = format!("{:.1}", budget(Duration::from_secs(1)).as_secs_f64());
-    let (ok, stdout, stderr) = run(&[
+    let mut args = vec![
         "watch",
         "--json",
         "--interval",
         "0.3",
         "--duration",
         &duration,
-    ]);
-    assert!(ok, "watch failed: {stderr}");
-    stdout
+    ];
+    args.extend_from_slice(flags);
+    let (ok, stdout, stderr) = run(&args);
+    assert!(ok, "watch {flags:?} failed: {stderr}");
+    (stdout, stderr)
+}
+
+/// [`watch_row`] with more flags, and what watch said on stderr.
+fn watch_row_with(leaker: u32, flags: &[&str]) -> (Value, String) {
+    let (stdout, stderr) = watch_json(flags);
+    let row = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["type"] == "report")
@@ -284,7 +298,8 @@ fn watch_row(leaker: u32) -> Value {
                 .cloned()
         })
         .next_back()
-        .unwrap_or_else(|| panic!("no report names leaker {leaker}:\n{stdout}"))
+        .unwrap_or_else(|| panic!("no report names leaker {leaker}:\n{stdout}"));
+    (row, stderr)
 }
 
 #[test]
@@ -541,18 +556,7 @@ fn start_top(tmux: &Tmux, flags: &str) {
 /// The PIDs of the parents `watch --json` (with `filter`) names in its
 /// last report of a short run.
 fn watched(filter: &[&str]) -> Vec<u64> {
-    let duration = format!("{:.1}", budget(Duration::from_secs(1)).as_secs_f64());
-    let mut args = vec![
-        "watch",
-        "--json",
-        "--interval",
-        "0.3",
-        "--duration",
-        &duration,
-    ];
-    args.extend_from_slice(filter);
-    let (ok, stdout, stderr) = run(&args);
-    assert!(ok, "watch {filter:?} failed: {stderr}");
+    let (stdout, _) = watch_json(filter);
     let last = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -802,35 +806,12 @@ fn pod_names_from_the_kubelet_name_the_leakers_pod_namespace_and_container() {
     // From the kubelet's log names: watch --json names the pod, its
     // namespace and the container, and says where the names come from.
     let logs = KubeletLogs::new("shop", "web-7d9f8b6c5-x2x4z", &uid, "app-server", &id);
-    let duration = format!("{:.1}", budget(Duration::from_secs(1)).as_secs_f64());
     let root = logs.0.to_string_lossy().into_owned();
-    let (ok, stdout, stderr) = run(&[
-        "watch",
-        "--json",
-        "--interval",
-        "0.3",
-        "--duration",
-        &duration,
-        "--pod-names",
-        &root,
-    ]);
-    assert!(ok, "watch --pod-names failed: {stderr}");
+    let (row, stderr) = watch_row_with(pid, &["--pod-names", &root]);
     assert!(
         stderr.contains("naming pods and containers from"),
         "{stderr}"
     );
-    let row = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|r| {
-            r["parents"]
-                .as_array()?
-                .iter()
-                .find(|p| p["pid"] == pid)
-                .cloned()
-        })
-        .next_back()
-        .unwrap_or_else(|| panic!("no report names leaker {pid}:\n{stdout}"));
     assert_eq!(row["pod"], "web-7d9f8b6c5-x2x4z", "{row}");
     assert_eq!(row["namespace"], "shop", "{row}");
     assert_eq!(row["container"], "app-server", "{row}");
@@ -876,35 +857,13 @@ fn pod_names_from_the_kubelet_name_the_leakers_pod_namespace_and_container() {
 
     // A source that cannot be read: one line, and the ids still name it.
     let missing = format!("{root}-missing");
-    let (ok, stdout, stderr) = run(&[
-        "watch",
-        "--json",
-        "--interval",
-        "0.3",
-        "--duration",
-        &duration,
-        "--pod-names",
-        &missing,
-    ]);
-    assert!(ok, "watch with an unreadable --pod-names failed: {stderr}");
+    let (row, stderr) = watch_row_with(pid, &["--pod-names", &missing]);
     let notes: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("pod names:"))
         .collect();
     assert_eq!(notes.len(), 1, "one line: {stderr}");
     assert!(notes[0].contains(&missing), "{stderr}");
-    let row = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|r| {
-            r["parents"]
-                .as_array()?
-                .iter()
-                .find(|p| p["pid"] == pid)
-                .cloned()
-        })
-        .next_back()
-        .unwrap_or_else(|| panic!("no report names leaker {pid}:\n{stdout}"));
     assert!(
         row.get("pod").is_none(),
         "no name without the kubelet: {row}"

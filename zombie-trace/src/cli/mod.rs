@@ -145,18 +145,7 @@ impl FilterArgs {
 
     /// The flags that give this filter (`["--unit", "cron.service"]`).
     pub fn to_flags(&self) -> Vec<String> {
-        let flags: [(&str, Option<String>); 5] = [
-            ("--pid", self.pid.map(|p| p.to_string())),
-            ("--comm", self.comm.clone()),
-            ("--cgroup", self.cgroup.clone()),
-            ("--unit", self.unit.clone()),
-            ("--container", self.container.clone()),
-        ];
-        flags
-            .into_iter()
-            .filter_map(|(flag, value)| Some([flag.to_owned(), value?]))
-            .flatten()
-            .collect()
+        self.filter().to_flags()
     }
 
     /// The filter a recording was made with, from its flags.

@@ -36,19 +36,26 @@ impl Filter {
         self.matches_id(p.key.pid, &p.comm)
     }
 
-    /// The filter as the flags that give it (`--unit cron.service`), or
-    /// `None` when it lets every parent through.
-    pub fn describe(&self) -> Option<String> {
-        let flags: Vec<String> = [
+    /// The flags that give this filter (`["--unit", "cron.service"]`).
+    pub fn to_flags(&self) -> Vec<String> {
+        let flags: [(&str, Option<String>); 5] = [
             ("--pid", self.pid.map(|p| p.to_string())),
             ("--comm", self.comm.clone()),
             ("--cgroup", self.cgroup.clone()),
             ("--unit", self.unit.clone()),
             ("--container", self.container.clone()),
-        ]
-        .into_iter()
-        .filter_map(|(flag, value)| Some(format!("{flag} {}", value?)))
-        .collect();
+        ];
+        flags
+            .into_iter()
+            .filter_map(|(flag, value)| Some([flag.to_owned(), value?]))
+            .flatten()
+            .collect()
+    }
+
+    /// The filter as the flags that give it (`--unit cron.service`), or
+    /// `None` when it lets every parent through.
+    pub fn describe(&self) -> Option<String> {
+        let flags = self.to_flags();
         (!flags.is_empty()).then(|| flags.join(" "))
     }
 
